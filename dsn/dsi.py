@@ -1,0 +1,141 @@
+"""The Detail-Semantics Integrator (DSI), DetailSemNet's token mixer.
+
+A signature's identity lives in two places at once: the overall layout of the
+name (low frequency, "semantics") and the fine stroke behaviour - tremor, pen
+lifts, sharp turns - that betrays a forgery (high frequency, "details"). The
+DSI *disentangles* features into those two parts, processes each with an
+operator suited to it, and *re-entangles* them:
+
+- semantic part = average-pooled features (a low-pass filter),
+- detail part   = features minus the upsampled semantic part (the high-pass rest),
+- DetailConv    (1x1 conv, depthwise 3x3, GELU) and
+  SalientConv   (3x3 max-pool, 1x1 conv, GELU) on the detail part,
+- SemanticsAttend (self-attention on the pooled tokens, upsampled back),
+- fuse: concat, depthwise-conv with residual, 1x1 projection.
+
+Where a stage does not pool (``pool_size == 1``) there is no frequency split:
+both branches see the same features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import nn
+
+
+@dataclass
+class DSIMaps:
+    """What one DSI saw and produced, kept for the explorer's detail-vs-semantics view."""
+
+    stage: int
+    block: int
+    pool_size: int
+    semantic_input: torch.Tensor  # pooled part, upsampled to the stage grid
+    detail_input: torch.Tensor  # residual high-frequency part
+    detail_conv: torch.Tensor
+    salient_conv: torch.Tensor
+    semantics_attend: torch.Tensor
+
+
+class DetailConv(nn.Sequential):
+    """Local stroke texture: pointwise mixing, then a depthwise 3x3 looks at neighbours."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__(
+            nn.Conv2d(dim, out_dim, 1),
+            nn.Conv2d(out_dim, out_dim, 3, padding=1, groups=out_dim),
+            nn.GELU(),
+        )
+
+
+class SalientConv(nn.Sequential):
+    """Strongest local responses (stroke ends, crossings) via 3x3 max-pooling."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__(
+            nn.MaxPool2d(3, stride=1, padding=1),
+            nn.Conv2d(dim, out_dim, 1),
+            nn.GELU(),
+        )
+
+
+class SemanticsAttend(nn.Module):
+    """Global layout: multi-head self-attention over the (pooled) tokens."""
+
+    def __init__(self, dim: int, out_dim: int, head_dim: int = 32) -> None:
+        super().__init__()
+        wanted = max(1, out_dim // head_dim)
+        self.num_heads = max(h for h in range(1, wanted + 1) if out_dim % h == 0)
+        self.reduce = nn.Conv2d(dim, out_dim, 1)
+        self.qkv = nn.Linear(out_dim, out_dim * 3)
+        self.proj = nn.Linear(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # B, N, C
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class DetailSemanticsIntegrator(nn.Module):
+    """Disentangle into detail and semantic parts, process each, re-entangle."""
+
+    def __init__(self, dim: int, pool_size: int = 2, head_dim: int = 32) -> None:
+        super().__init__()
+        detail_dim = dim // 4
+        semantic_dim = dim - 2 * detail_dim
+        self.pool_size = pool_size
+        self.detail_conv = DetailConv(dim, detail_dim)
+        self.salient_conv = SalientConv(dim, detail_dim)
+        self.semantics_attend = SemanticsAttend(dim, semantic_dim, head_dim)
+        self.fuse = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def disentangle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (pooled semantic part, detail part); the pooled part is at pooled resolution."""
+        if self.pool_size == 1:
+            return x, x
+        pooled = F.avg_pool2d(x, self.pool_size, ceil_mode=True, count_include_pad=False)
+        upsampled = F.interpolate(pooled, size=x.shape[-2:], mode="nearest")
+        return pooled, x - upsampled
+
+    def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        pooled, detail = self.disentangle(x)
+        detail_out = self.detail_conv(detail)
+        salient_out = self.salient_conv(detail)
+        semantic_out = self.semantics_attend(pooled)
+        if self.pool_size > 1:
+            semantic_out = F.interpolate(semantic_out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        mixed = torch.cat([detail_out, salient_out, semantic_out], dim=1)
+        mixed = mixed + self.fuse(mixed)
+        if maps is not None:
+            semantic_in = pooled if self.pool_size == 1 else F.interpolate(pooled, size=x.shape[-2:], mode="nearest")
+            maps.append(
+                DSIMaps(
+                    stage=where[0],
+                    block=where[1],
+                    pool_size=self.pool_size,
+                    semantic_input=semantic_in.detach(),
+                    detail_input=detail.detach(),
+                    detail_conv=detail_out.detach(),
+                    salient_conv=salient_out.detach(),
+                    semantics_attend=semantic_out.detach(),
+                )
+            )
+        return self.proj(mixed)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Transformer-style init (truncated normal), as timm's MetaFormers do."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

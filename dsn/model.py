@@ -1,0 +1,175 @@
+"""DetailSemNet: DSI backbone + global distance + structural (optimal-transport) distance.
+
+distance = ||g_ref - g_query|| + lambda * sum(plan * cost)
+
+``embed`` runs the backbone once per image and ``compare`` scores any pairs of
+embeddings, so a dataset costs one backbone pass per image, not per pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from . import backbone as _backbone  # noqa: F401  (registers dsnet_* with timm)
+from .dsi import DSIMaps
+from .matching import Transport, cosine_cost, sinkhorn
+from .preprocess import token_ink_mask
+
+
+@dataclass
+class DetailSemNetConfig:
+    backbone: str = "dsnet_tiny"
+    img_size: int = 224
+    match_dim: int = 96
+    structural_weight: float = 1.0  # the paper's lambda
+    epsilon_train: float = 0.1
+    epsilon_eval: float = 0.05
+    sinkhorn_iterations: int = 100
+    threshold: float = 0.6  # decision threshold on the total distance, chosen on validation writers
+    drop_path_rate: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DetailSemNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config.json has keys this version does not know: {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class Embedding:
+    """Per-image outputs that pairs are scored from."""
+
+    global_feature: torch.Tensor  # (B, C), L2-normalised mean of the final tokens
+    tokens: torch.Tensor  # (B, N, match_dim) projected final tokens
+    ink_mask: torch.Tensor  # (B, N) bool: tokens that hold ink
+    grid: tuple[int, int]
+
+    def __len__(self) -> int:
+        return self.global_feature.shape[0]
+
+    def __getitem__(self, index: torch.Tensor | slice | int) -> Embedding:
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Embedding(self.global_feature[index], self.tokens[index], self.ink_mask[index], self.grid)
+
+    @staticmethod
+    def cat(parts: list[Embedding]) -> Embedding:
+        return Embedding(
+            torch.cat([p.global_feature for p in parts]),
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([p.ink_mask for p in parts]),
+            parts[0].grid,
+        )
+
+
+@dataclass
+class Verification:
+    """The score of each pair and everything needed to explain it."""
+
+    distance: torch.Tensor  # (B,)
+    global_distance: torch.Tensor  # (B,)
+    structural_distance: torch.Tensor  # (B,)
+    structural_weight: float
+    transport: Transport
+    mask_ref: torch.Tensor  # (B, N)
+    mask_query: torch.Tensor  # (B, N)
+    grid: tuple[int, int]
+
+    @property
+    def plan(self) -> torch.Tensor:
+        return self.transport.plan
+
+    def is_genuine(self, threshold: float) -> torch.Tensor:
+        return self.distance <= threshold
+
+
+class DetailSemNet(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="dsn",
+    tags=["signature-verification", "detailsemnet", "optimal-transport"],
+    license="mit",
+    paper_url="https://arxiv.org/abs/2410.05556",
+):
+    """Offline signature verifier: lower distance = more likely the same writer's genuine signature."""
+
+    def __init__(self, **config) -> None:
+        super().__init__()
+        self.config = DetailSemNetConfig.from_dict(config)
+        self.backbone = timm.create_model(self.config.backbone, drop_path_rate=self.config.drop_path_rate)
+        self.match_proj = nn.Linear(self.backbone.num_features, self.config.match_dim)
+
+    # ----------------------------------------------------------------- embedding
+    def embed(self, images: torch.Tensor, maps: list[DSIMaps] | None = None) -> Embedding:
+        """Backbone pass on (B, 1, H, W) ink-bright images; ``maps`` collects each DSI's parts."""
+        features = self.backbone.forward_features(images, maps)
+        h, w = features.shape[-2:]
+        tokens = features.flatten(2).transpose(1, 2)  # B, N, C
+        global_feature = F.normalize(tokens.mean(dim=1), dim=-1)
+        mask = token_ink_mask(images, (h, w))
+        return Embedding(global_feature, self.match_proj(tokens), mask, (h, w))
+
+    # --------------------------------------------------------------- comparison
+    def compare(self, ref: Embedding, query: Embedding, epsilon: float | None = None, iterations: int | None = None) -> Verification:
+        """Score pairs (ref[i], query[i]); both embeddings must have the same length."""
+        if epsilon is None:
+            epsilon = self.config.epsilon_train if self.training else self.config.epsilon_eval
+        global_distance = (ref.global_feature - query.global_feature).norm(dim=-1)
+        transport = sinkhorn(
+            cosine_cost(ref.tokens, query.tokens),
+            ref.ink_mask,
+            query.ink_mask,
+            epsilon=epsilon,
+            iterations=iterations or self.config.sinkhorn_iterations,
+        )
+        weight = self.config.structural_weight
+        return Verification(
+            distance=global_distance + weight * transport.distance,
+            global_distance=global_distance,
+            structural_distance=transport.distance,
+            structural_weight=weight,
+            transport=transport,
+            mask_ref=ref.ink_mask,
+            mask_query=query.ink_mask,
+            grid=ref.grid,
+        )
+
+    def forward(self, ref: torch.Tensor, query: torch.Tensor) -> Verification:
+        """Verify pairs of (B, 1, H, W) images with one backbone pass over both sides."""
+        both = self.embed(torch.cat([ref, query]))
+        n = ref.shape[0]
+        return self.compare(both[:n], both[n:])
+
+    # ------------------------------------------------------------------ weights
+    def save(self, folder: str | Path) -> Path:
+        """Write config.json + model.safetensors (never pickle)."""
+        from .weights import save_folder
+
+        return save_folder(self, folder)
+
+    @classmethod
+    def load(cls, source: str | Path, map_location: str | torch.device = "cpu") -> DetailSemNet:
+        """Load from a local folder or ``hf://owner/repo[@revision]``."""
+        from .weights import load_model
+
+        return load_model(cls, source, map_location)
+
+    def _save_pretrained(self, save_directory: Path) -> None:  # PyTorchModelHubMixin hook
+        self.save(save_directory)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, **kwargs) -> DetailSemNet:  # hub mixin hook
+        source = model_id if Path(model_id).is_dir() else f"hf://{model_id}" + (f"@{revision}" if revision else "")
+        return cls.load(source, kwargs.get("map_location", "cpu"))
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

@@ -1,0 +1,231 @@
+"""Training DetailSemNet on CPU-sized budgets: every backbone pass scores many pairs.
+
+Each step samples a few writers, embeds their genuine and forged signatures
+once, and scores *all* pairs in the batch: genuine-genuine (positive),
+genuine-forged of the same writer (skilled forgery) and genuine pairs of
+different writers (random forgery). Both distance parts also get their own
+double-margin loss, so the structural (optimal-transport) branch has to learn
+on its own instead of hiding behind the global distance.
+
+Runs are resumable: ``<out>/last`` holds model, optimizer and step after every
+epoch; each step's randomness is derived from (seed, step), so a resumed run
+continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .data import Augment, ImageCache, SignatureImage, protocol_pairs, split_images
+from .losses import double_margin_loss
+from .metrics import equal_error_rate, summarize
+from .model import DetailSemNet
+from .scoring import embed_cache, score_pairs
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    backbone: str = "dsnet_tiny"
+    img_size: int = 224
+    warm_size: int = 128  # smaller inputs for the first warm_epochs: cheaper steps while features form
+    warm_epochs: int = 0
+    epochs: int = 30
+    steps_per_epoch: int = 50
+    writers_per_batch: int = 6
+    genuine_per_writer: int = 6
+    forged_per_writer: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    structural_weight: float = 1.0
+    part_loss_weight: float = 0.5  # extra loss on each part (global, structural) alone
+    random_negative_weight: float = 0.5
+    pos_margin: float = 0.3
+    neg_margin: float = 0.9
+    train_sinkhorn_iterations: int = 30
+    augment: float = 1.0
+    drop_path_rate: float = 0.05
+    seed: int = 0
+    threads: int = 2
+    notes: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ batches
+def sample_batch(images: list[SignatureImage], cfg: TrainConfig, rng: np.random.Generator) -> list[int]:
+    """Positions of a batch: a few writers, each with genuine and forged signatures."""
+    by_writer: dict[int, tuple[list[int], list[int]]] = {}
+    for i, im in enumerate(images):
+        by_writer.setdefault(im.writer, ([], []))[0 if im.genuine else 1].append(i)
+    writers = rng.choice(sorted(by_writer), size=min(cfg.writers_per_batch, len(by_writer)), replace=False)
+    batch: list[int] = []
+    for w in writers:
+        genuine, forged = by_writer[int(w)]
+        batch += list(rng.choice(genuine, size=min(cfg.genuine_per_writer, len(genuine)), replace=False))
+        if forged:
+            batch += list(rng.choice(forged, size=min(cfg.forged_per_writer, len(forged)), replace=False))
+    return [int(i) for i in batch]
+
+
+def batch_pairs(writers: torch.Tensor, genuine: torch.Tensor, random_weight: float) -> tuple[torch.Tensor, ...]:
+    """All scoreable pairs (a, b, is_genuine_pair, weight) of a batch, genuine image first.
+
+    Weights make each kind of negative count as a whole (skilled 1, random ``random_weight``),
+    however many pairs of it the batch holds.
+    """
+    n = len(writers)
+    a, b = torch.triu_indices(n, n, offset=1)
+    same = writers[a] == writers[b]
+    ga, gb = genuine[a], genuine[b]
+    positive = same & ga & gb
+    skilled = same & (ga ^ gb)
+    random = ~same & ga & gb
+    keep = positive | skilled | random
+    a, b = a[keep], b[keep]
+    positive, skilled, random = positive[keep], skilled[keep], random[keep]
+    # put the genuine signature on the reference side
+    swap = skilled & ~genuine[a]
+    a, b = torch.where(swap, b, a), torch.where(swap, a, b)
+    weight = torch.ones(len(a))
+    weight[skilled] = 1.0 / skilled.sum().clamp(min=1)
+    weight[random] = random_weight / random.sum().clamp(min=1)
+    weight[positive] = 1.0 / positive.sum().clamp(min=1)
+    return a, b, positive, weight
+
+
+def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ------------------------------------------------------------- checkpoints
+def save_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Model + optimizer as safetensors, counters as JSON: resumable without pickle."""
+    model.save(folder)
+    opt = optimizer.state_dict()
+    tensors = {f"{pid}.{key}": value for pid, slots in opt["state"].items() for key, value in slots.items() if torch.is_tensor(value)}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "optimizer.safetensors"))
+    (folder / "optimizer.json").write_text(json.dumps(opt["param_groups"]))
+    (folder / "train_state.json").write_text(json.dumps(state, indent=2))
+
+
+def load_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer) -> dict:
+    model.load_state_dict(DetailSemNet.load(folder).state_dict())
+    flat = load_file(str(folder / "optimizer.safetensors"))
+    slots: dict[int, dict] = {}
+    for name, value in flat.items():
+        pid, key = name.split(".", 1)
+        slots.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": json.loads((folder / "optimizer.json").read_text())})
+    return json.loads((folder / "train_state.json").read_text())
+
+
+# ---------------------------------------------------------------- training
+def validate(model: DetailSemNet, cache: ImageCache, pairs: list) -> dict:
+    emb = embed_cache(model, cache, progress=False)
+    scores = score_pairs(model, emb, pairs)
+    eer, threshold = equal_error_rate(scores.distance, scores.genuine)
+    result = summarize(scores.distance, scores.genuine, threshold)
+    result["eer_global_only"] = equal_error_rate(scores.global_distance, scores.genuine)[0]
+    result["eer_structural_only"] = equal_error_rate(scores.structural_distance, scores.genuine)[0]
+    result["eer"], result["threshold"] = eer, threshold
+    result["max_marginal_error"] = float(scores.marginal_error.max())
+    return result
+
+
+def train_step(model: DetailSemNet, images: torch.Tensor, writers: torch.Tensor, genuine: torch.Tensor, cfg: TrainConfig) -> dict:
+    emb = model.embed(images)
+    a, b, positive, weight = batch_pairs(writers, genuine, cfg.random_negative_weight)
+    result = model.compare(emb[a], emb[b], iterations=cfg.train_sinkhorn_iterations)
+
+    def loss_of(distance: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return double_margin_loss(distance, positive, cfg.pos_margin * scale, cfg.neg_margin * scale, weight)
+
+    main = loss_of(result.distance)
+    # each part alone must also separate (its margins scaled by its share of the total)
+    share = 1.0 / (1.0 + cfg.structural_weight)
+    parts = loss_of(result.global_distance, share) + loss_of(result.structural_distance * cfg.structural_weight, cfg.structural_weight * share)
+    loss = main + cfg.part_loss_weight * parts
+    return {"loss": loss, "main": main.detach(), "pairs": len(a)}
+
+
+def run(cfg: TrainConfig, resume: bool = False) -> dict:
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    train_images = split_images(cfg.data, "train")
+    val_images = split_images(cfg.data, "val")
+    val_pairs = protocol_pairs(val_images)
+    caches = {cfg.img_size: ImageCache(train_images, cfg.img_size)}
+    if cfg.warm_epochs > 0 and cfg.warm_size != cfg.img_size:
+        caches[cfg.warm_size] = ImageCache(train_images, cfg.warm_size)
+    val_cache = ImageCache(val_images, cfg.img_size)
+    writers_all = torch.tensor([im.writer for im in train_images])
+    genuine_all = torch.tensor([im.genuine for im in train_images])
+
+    torch.manual_seed(cfg.seed)
+    model = DetailSemNet(
+        backbone=cfg.backbone, img_size=cfg.img_size, structural_weight=cfg.structural_weight, drop_path_rate=cfg.drop_path_rate
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "step": 0, "best_eer": None, "history": [], "seconds": 0.0}
+    if resume and (out / "last" / "train_state.json").is_file():
+        state = load_state(out / "last", model, optimizer)
+        print(f"resumed from {out / 'last'} at epoch {state['epoch']}, step {state['step']}")
+    augment = Augment(cfg.augment)
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        size = cfg.warm_size if epoch < cfg.warm_epochs else cfg.img_size
+        cache = caches.get(size, caches[cfg.img_size])
+        model.train()
+        started = time.perf_counter()
+        losses = []
+        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} @{size}px")
+        for _ in bar:
+            step = state["step"]
+            rng = np.random.default_rng([cfg.seed, step])
+            torch.manual_seed(cfg.seed * 1_000_003 + step)
+            idx = sample_batch(train_images, cfg, rng)
+            images = torch.from_numpy(np.stack([augment(cache[i], rng) for i in idx]))[:, None]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step, total_steps)
+            out_step = train_step(model, images, writers_all[idx], genuine_all[idx], cfg)
+            optimizer.zero_grad(set_to_none=True)
+            out_step["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(float(out_step["loss"].detach()))
+            state["step"] = step + 1
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", pairs=out_step["pairs"])
+        val = validate(model, val_cache, val_pairs)
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] = epoch + 1
+        record = {"epoch": epoch + 1, "step": state["step"], "size": size, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}}
+        state["history"].append(record)
+        print(
+            f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val EER {100 * val['eer']:.2f}% "
+            f"(global {100 * val['eer_global_only']:.2f}%, structural {100 * val['eer_structural_only']:.2f}%)  threshold {val['threshold']:.3f}"
+        )
+        model.config.threshold = float(val["threshold"])
+        if size == cfg.img_size and (state["best_eer"] is None or val["eer"] <= state["best_eer"]):
+            state["best_eer"] = val["eer"]
+            model.save(out / "best")
+            (out / "best" / "metrics.json").write_text(json.dumps({"val": val, "epoch": epoch + 1, "step": state["step"]}, indent=2))
+        save_state(out / "last", model, optimizer, state)
+        (out / "history.json").write_text(json.dumps(state["history"], indent=2))
+    return state
