@@ -34,16 +34,167 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+UNTRAINED_WARNING = """\
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!! WARNING: NO TRAINED WEIGHTS. The default checkpoint is missing and     !!
+!! --weights was not given, so a RANDOMLY INITIALISED model is used.      !!
+!! The verdict and distances below are MEANINGLESS.                       !!
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+
+
+def add_verify_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="is QUERY a genuine signature of the writer of REF?")
+    p.add_argument("ref", help="image of a known genuine signature")
+    p.add_argument("query", help="image of the signature to check")
+    p.add_argument("--weights", default=None, help="checkpoint folder or hf://owner/repo[@rev] (default: the embedded checkpoint)")
+    p.add_argument("--threshold", type=float, default=None, help="accept iff distance <= this (default: the checkpoint's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from .preprocess import PreprocessError
+    from .verify import load_verifier, verify_files
+    from .weights import WeightsError
+
+    try:
+        model, source, untrained = load_verifier(args.weights)
+        result = verify_files(model, args.ref, args.query, args.threshold)
+    except (PreprocessError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if untrained:
+        print(UNTRAINED_WARNING, file=sys.stderr)
+    result.update(weights=source, untrained=untrained)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    lam = result["structural_weight"]
+    relation = "<=" if result["genuine"] else ">"
+    print(f"Verdict:    {result['verdict']}  (distance {result['distance']:.4f} {relation} threshold {result['threshold']:.4f})")
+    print(
+        f"Distance:   {result['distance']:.4f} = global {result['global_distance']:.4f}"
+        f" + lambda {lam:g} x structural {result['structural_distance']:.4f}"
+    )
+    print(f"Threshold:  {result['threshold']:.4f} ({'from the checkpoint' if result['threshold_source'] == 'checkpoint' else 'given'})")
+    print(f"Time:       {result['seconds']:.2f} s")
+    print(f"Weights:    {source}{'  <- UNTRAINED, verdict meaningless' if untrained else ''}")
+    return 0
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="EER, ROC AUC, accuracy at the checkpoint threshold on a dataset split or a pairs CSV")
+    p.add_argument("--weights", default=None, help="checkpoint folder or hf://owner/repo[@rev] (default: the embedded checkpoint)")
+    p.add_argument("--allow-untrained", action="store_true", help="evaluate a random model when no weights exist (meaningless numbers)")
+    p.add_argument("--data", default=None, help="dataset folder, e.g. ../shared/datasets/cedar (also the root of relative CSV paths)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--pairs", default=None, help="CSV with reference,query,label columns instead of the standard protocol pairs")
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the checkpoint's, chosen on val)")
+    p.add_argument("--report", default=None, help="folder for report.html, pairs.csv, roc.csv, metrics.json")
+    p.add_argument("--out-csv", default=None, help="write per-pair distances to this CSV")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    import shlex
+
+    import torch
+
+    from .evaluate import evaluate, format_summary, load_images_and_pairs, load_model_for_evaluation
+    from .report import write_pair_rows, write_report
+    from .weights import WeightsError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model, trained = load_model_for_evaluation(args.weights, args.allow_untrained)
+        images, pairs = load_images_and_pairs(args.data, args.split, args.pairs)
+        if not trained:
+            print(UNTRAINED_WARNING, file=sys.stderr)
+        result = evaluate(model, images, pairs, batch_size=args.batch_size, threshold=args.threshold, progress=not args.no_progress)
+    except (WeightsError, ValueError, OSError) as err:  # PreprocessError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data_info = {"data": args.data, "split": None if args.pairs else args.split, "pairs_csv": args.pairs}
+    result.info.update(**data_info, untrained=not trained, command=shlex.join(["python", "-m", "dsn", *argv]))
+    written = write_report(result, args.report) if args.report else {}
+    if args.out_csv:
+        written["out_csv"] = write_pair_rows(result, args.out_csv)
+    if args.json:
+        print(json.dumps({**result.summary(), "files": {k: str(v) for k, v in written.items()}}, indent=2))
+    else:
+        print(format_summary(result))
+        for path in written.values():
+            print(f"wrote {path}")
+    return 0
+
+
+def add_push_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="check a checkpoint folder and upload it to the Hugging Face Hub")
+    p.add_argument("--weights", required=True, help="checkpoint folder, e.g. checkpoints/dsnet-tiny-cedar")
+    p.add_argument("--repo-id", required=True, help="OWNER/NAME on the Hub; it then loads as hf://OWNER/NAME")
+    p.add_argument("--dry-run", action="store_true", help="only list the files and check them")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", default=None, help="branch to upload to (created if missing)")
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from .publish import PublishError, check_checkpoint, push_checkpoint
+
+    report = check_checkpoint(args.weights)
+    print(report.format())
+    if not report.ok:
+        return 1
+    if args.dry_run:
+        print(f"dry run: nothing uploaded; would publish to {args.repo_id}" + (f" @ {args.revision}" if args.revision else ""))
+        return 0
+    try:
+        url = push_checkpoint(args.weights, args.repo_id, private=args.private, revision=args.revision)
+    except PublishError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"uploaded: {url}\nload it with DetailSemNet.load('hf://{args.repo_id}" + (f"@{args.revision}" if args.revision else "") + "')")
+    return 0
+
+
+def add_card_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("card", help="write README.md (model card) and test metrics into a checkpoint folder")
+    p.add_argument("--weights", required=True, help="checkpoint folder (its metrics.json holds the validation metrics)")
+    p.add_argument("--eval-json", required=True, help="output of `python -m dsn evaluate --json` on the test split")
+    p.add_argument("--train-config", required=True, help="train_config.json of the training run")
+    p.add_argument("--train-command", default=None, help="exact training command (default: rebuilt from the config)")
+    p.add_argument("--repo-id", default=None, help="OWNER/NAME used in the card's loading example")
+
+
+def run_card(args: argparse.Namespace) -> int:
+    from .modelcard import card_from_files
+
+    try:
+        path = card_from_files(args.weights, args.eval_json, args.train_config, command=args.train_command, repo_id=args.repo_id)
+    except (OSError, ValueError, KeyError) as err:  # missing file, bad JSON, eval JSON without "metrics"
+        print(f"error: {err!r}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dsn", description="DetailSemNet signature verification")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_verify_parser(sub)
     add_train_parser(sub)
+    add_evaluate_parser(sub)
+    add_push_parser(sub)
+    add_card_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    handlers = {"train": run_train}
+    handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card, "evaluate": lambda a: run_evaluate(a, argv)}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -85,6 +85,16 @@ class SemanticsAttend(nn.Module):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+def expand_cells(pooled: torch.Tensor, pool_size: int, size: tuple[int, int]) -> torch.Tensor:
+    """Put each pooled value back over exactly the pixels it averaged.
+
+    ``F.interpolate(mode="nearest")`` does this only when the grid is a multiple
+    of ``pool_size``; on ragged grids (ceil-mode pooling) it shifts cells, and the
+    detail part then is not ``x`` minus its local mean.
+    """
+    return pooled.repeat_interleave(pool_size, dim=-2).repeat_interleave(pool_size, dim=-1)[..., : size[0], : size[1]]
+
+
 class DetailSemanticsIntegrator(nn.Module):
     """Disentangle into detail and semantic parts, process each, re-entangle."""
 
@@ -104,8 +114,7 @@ class DetailSemanticsIntegrator(nn.Module):
         if self.pool_size == 1:
             return x, x
         pooled = F.avg_pool2d(x, self.pool_size, ceil_mode=True, count_include_pad=False)
-        upsampled = F.interpolate(pooled, size=x.shape[-2:], mode="nearest")
-        return pooled, x - upsampled
+        return pooled, x - expand_cells(pooled, self.pool_size, x.shape[-2:])
 
     def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
         pooled, detail = self.disentangle(x)
@@ -117,7 +126,7 @@ class DetailSemanticsIntegrator(nn.Module):
         mixed = torch.cat([detail_out, salient_out, semantic_out], dim=1)
         mixed = mixed + self.fuse(mixed)
         if maps is not None:
-            semantic_in = pooled if self.pool_size == 1 else F.interpolate(pooled, size=x.shape[-2:], mode="nearest")
+            semantic_in = pooled if self.pool_size == 1 else expand_cells(pooled, self.pool_size, x.shape[-2:])
             maps.append(
                 DSIMaps(
                     stage=where[0],

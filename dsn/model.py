@@ -19,7 +19,7 @@ from torch import nn
 
 from . import backbone as _backbone  # noqa: F401  (registers dsnet_* with timm)
 from .dsi import DSIMaps
-from .matching import Transport, cosine_cost, sinkhorn
+from .matching import Transport, match_tokens
 from .preprocess import token_ink_mask
 
 
@@ -58,7 +58,7 @@ class Embedding:
 
     def __getitem__(self, index: torch.Tensor | slice | int) -> Embedding:
         if isinstance(index, int):
-            index = slice(index, index + 1)
+            index = slice(index, index + 1 or None)  # -1 -> slice(-1, None), not the empty slice(-1, 0)
         return Embedding(self.global_feature[index], self.tokens[index], self.ink_mask[index], self.grid)
 
     @staticmethod
@@ -124,8 +124,9 @@ class DetailSemNet(
         if epsilon is None:
             epsilon = self.config.epsilon_train if self.training else self.config.epsilon_eval
         global_distance = (ref.global_feature - query.global_feature).norm(dim=-1)
-        transport = sinkhorn(
-            cosine_cost(ref.tokens, query.tokens),
+        transport = match_tokens(
+            ref.tokens,
+            query.tokens,
             ref.ink_mask,
             query.ink_mask,
             epsilon=epsilon,

@@ -40,7 +40,7 @@ _BACKGROUND_KERNEL = 15  # closing kernel there (~6% of the long side): wider th
 _MIN_PAPER = 16  # grey level below which a region cannot be lit paper
 _MIN_INK_DARKNESS = 0.1  # ink must be >= 10% darker than its local paper (paper noise is not)
 _MAX_INK_THRESHOLD = 0.4  # never let Otsu discard light strokes of a two-tone signature
-_INK_TONE_PERCENTILE = 90  # this much of the ink saturates to 1, so pen darkness barely matters
+_INK_TONE_PERCENTILE = 90  # ink this dark or darker maps to 1, so pen darkness barely matters
 
 
 class PreprocessError(ValueError):
@@ -52,7 +52,8 @@ class PreprocessError(ValueError):
 
 def _describe(source: object) -> str:
     if isinstance(source, (str, Path)):
-        return f"'{Path(source).name}'"
+        name = Path(source).name
+        return f"'{name[:57]}...'" if len(name) > 60 else f"'{name}'" if name else "The file"
     return "The uploaded file" if isinstance(source, (bytes, bytearray)) else "The image"
 
 
@@ -138,10 +139,14 @@ def read_image(source: str | Path | bytes | np.ndarray | Image.Image) -> np.ndar
         stream: io.BytesIO | Path = io.BytesIO(bytes(source))
     elif isinstance(source, (str, Path)):
         stream = Path(source)
-        if not stream.is_file():
+        try:
+            found = stream.is_file()
+        except OSError:  # e.g. a name too long for the filesystem
+            found = False
+        if not found:
             raise PreprocessError(f"{name} was not found.")
     else:
-        raise PreprocessError(f"A {type(source).__name__} is not an image we can read; upload a {SUPPORTED} file.")
+        raise PreprocessError(f"A value of type {type(source).__name__} is not an image we can read; upload a {SUPPORTED} file.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
@@ -164,8 +169,9 @@ def _paper_brightness(gray: np.ndarray) -> np.ndarray:
     """Local paper brightness: a closing removes the (thin, dark) ink and keeps the lighting.
 
     Done at low resolution because lighting varies slowly and closing is the
-    costly step; a closing also keeps step edges (paper against a dark table),
-    so the table is not mistaken for ink.
+    costly step. Known limit: where a photo shows the paper's edge against a
+    dark table, the low-resolution edge spills a few pixels onto the table,
+    which then reads as a thin line of ink (the crop grows to the paper).
     """
     height, width = gray.shape
     factor = min(1.0, _BACKGROUND_SIDE / max(height, width))
@@ -201,7 +207,7 @@ def ink_strength(rgb: np.ndarray) -> np.ndarray:
     cancel), thresholded with Otsu for an exactly-zero background, and divided
     by a high percentile of the ink so a pale pen and a dark pen look alike.
     """
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb.astype(np.uint8)
+    gray = cv2.cvtColor(_array_to_rgb(rgb), cv2.COLOR_RGB2GRAY)  # accepts any array read_image would
     paper = cv2.max(_paper_brightness(gray), gray)  # paper is never darker than the pixel on it
     # 8-bit all the way to the threshold: cv2's saturating uint8 ops are several times faster than float.
     darkness = 255 - cv2.divide(gray, paper, scale=255)

@@ -95,10 +95,10 @@ def _plan_word(rng: np.random.Generator, x0: float, n_letters: int,
         glyph[:, 1] = np.where(glyph[:, 1] > 1, 1 + (glyph[:, 1] - 1) * shape["ascender"], glyph[:, 1])
         glyph[:, 1] = np.where(glyph[:, 1] < 0, glyph[:, 1] * shape["descender"], glyph[:, 1])
         glyph += rng.normal(0, 0.05, glyph.shape)  # the writer's personal letter forms
-        main.append((*glyph, cursor, 0.0))
+        main.append(glyph + (cursor, 0.0))  # noqa: RUF005  (numpy broadcast: shifts the glyph)
         if letter in _MARKS:
             mark = np.array(_MARKS[letter], float) * (shape["width"], 1.0) + rng.normal(0, 0.06, 2)
-            marks.append(_Stroke((*mark, cursor, 0.0), "mark"))
+            marks.append(_Stroke(mark + (cursor, 0.0), "mark"))  # noqa: RUF005  (numpy broadcast)
         cursor += glyph[:, 0].max() + rng.uniform(0.0, 0.15)
     if shape["wave_tail"]:  # letters that dissolve into a shrinking wave, common in signatures
         n = rng.integers(2, 5)

@@ -212,17 +212,22 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
             losses.append(float(out_step["loss"].detach()))
             state["step"] = step + 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", pairs=out_step["pairs"])
-        val = validate(model, val_cache, val_pairs)
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch + 1
-        record = {"epoch": epoch + 1, "step": state["step"], "size": size, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}}
+        record = {"epoch": epoch + 1, "step": state["step"], "size": size, "train_loss": float(np.mean(losses))}
+        # validation runs at the final size only: scores of a model still training at a smaller size say little
+        val = validate(model, val_cache, val_pairs) if size == cfg.img_size else None
+        if val is not None:
+            record.update({f"val_{k}": v for k, v in val.items()})
+            model.config.threshold = float(val["threshold"])
+            print(
+                f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val EER {100 * val['eer']:.2f}% "
+                f"(global {100 * val['eer_global_only']:.2f}%, structural {100 * val['eer_structural_only']:.2f}%)  threshold {val['threshold']:.3f}"
+            )
+        else:
+            print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  (warm-up at {size}px, not validated)")
         state["history"].append(record)
-        print(
-            f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val EER {100 * val['eer']:.2f}% "
-            f"(global {100 * val['eer_global_only']:.2f}%, structural {100 * val['eer_structural_only']:.2f}%)  threshold {val['threshold']:.3f}"
-        )
-        model.config.threshold = float(val["threshold"])
-        if size == cfg.img_size and (state["best_eer"] is None or val["eer"] <= state["best_eer"]):
+        if val is not None and (state["best_eer"] is None or val["eer"] <= state["best_eer"]):
             state["best_eer"] = val["eer"]
             model.save(out / "best")
             (out / "best" / "metrics.json").write_text(json.dumps({"val": val, "epoch": epoch + 1, "step": state["step"]}, indent=2))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def fetch_from_hub(source: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -71,17 +73,21 @@ def fetch_from_hub(source: str) -> Path:
     try:
         config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
         hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision)
+    # LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub >= 1.0: it must be caught first.
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+        raise WeightsError(
+            f"Cannot download {source}: offline (HF_HUB_OFFLINE is set or the Hub is unreachable) and it is not in the local cache. "
+            "Connect to the internet once, or pass a local folder with --weights."
+        ) from err
     except RepositoryNotFoundError as err:
         raise WeightsError(f"Hub repository {repo_id!r} was not found (or is private and no token was given).") from err
     except RevisionNotFoundError as err:
         raise WeightsError(f"Revision {revision!r} does not exist in {repo_id!r}.") from err
     except EntryNotFoundError as err:
         raise WeightsError(f"{repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}; is it a DetailSemNet checkpoint?") from err
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
-        raise WeightsError(
-            f"Cannot download {source}: offline (HF_HUB_OFFLINE is set or the Hub is unreachable) and it is not in the local cache. "
-            "Connect to the internet once, or pass a local folder with --weights."
-        ) from err
+    except HfHubHTTPError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"Cannot download {source}: the Hub answered {first_line}") from err
     return Path(config_path).parent
 
 
@@ -114,7 +120,10 @@ def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.
         model = cls(**config)
     except (ValueError, TypeError, RuntimeError) as err:
         raise WeightsError(f"{source}: wrong architecture for DetailSemNet ({err}).") from err
-    state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({err}); is it truncated or corrupted?") from err
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -272,8 +272,13 @@ def test_unreadable_inputs_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "page",
-    [np.full((400, 600, 3), 255, np.uint8), np.full((400, 600, 3), 128, np.uint8), unevenly_lit(np.full((400, 600, 3), 240, np.uint8))],
-    ids=["white", "grey", "unevenly lit blank"],
+    [
+        np.full((400, 600, 3), 255, np.uint8),
+        np.full((400, 600, 3), 128, np.uint8),
+        np.zeros((400, 600, 3), np.uint8),
+        unevenly_lit(np.full((400, 600, 3), 240, np.uint8)),
+    ],
+    ids=["white", "grey", "black", "unevenly lit blank"],
 )
 def test_blank_pages_have_no_ink(page: np.ndarray) -> None:
     assert not ink_strength(page).any()

@@ -1,0 +1,64 @@
+"""DetailSemNet Explorer: ``python app.py`` serves the Gradio app on http://127.0.0.1:7860.
+
+Options: ``--host``/``--port`` (or DSN_HOST / DSN_PORT / GRADIO_SERVER_PORT),
+``--weights FOLDER | hf://OWNER/REPO[@rev]`` (or DSN_WEIGHTS; default: the
+embedded checkpoint, else an untrained model the UI warns about),
+``--data-root`` (repeatable: the folders the dataset explorer may read, or DSN_DATA_ROOT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(description="DetailSemNet Explorer: signature verification you can look inside")
+    parser.add_argument("--host", default=env.get("DSN_HOST", env.get("GRADIO_SERVER_NAME", "127.0.0.1")))
+    parser.add_argument("--port", type=int, default=int(env.get("DSN_PORT", env.get("GRADIO_SERVER_PORT", "7860"))))
+    parser.add_argument(
+        "--weights", default=None, help="checkpoint folder or hf://OWNER/REPO[@rev] (default: DSN_WEIGHTS, then the embedded one)"
+    )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        default=None,
+        help="allowed datasets folder, repeatable (e.g. ../shared/datasets); the dataset explorer reads only below these "
+        "(default: DSN_DATA_ROOT, several joined with the path separator)",
+    )
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    roots = args.data_root or [p for p in os.environ.get("DSN_DATA_ROOT", "").split(os.pathsep) if p]
+    from dsn.weights import WeightsError
+
+    try:
+        from dsn.ui.runtime import load_app_model
+
+        model, info = load_app_model(args.weights)
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if info.untrained:
+        print("WARNING: no trained checkpoint found; serving a randomly initialised model (verdicts are meaningless).", file=sys.stderr)
+    from dsn.ui import build_app, launch_options, prepare
+    from dsn.ui.dataset_tab import dataset_tab
+    from dsn.ui.reference_tab import build_reference_tab
+
+    try:
+        tabs = [dataset_tab(roots), build_reference_tab]
+    except ValueError as error:  # a --data-root that does not exist
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    demo = prepare(build_app(model, info, data_root=roots[0] if roots else None, extra_tabs=tabs))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

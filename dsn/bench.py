@@ -1,0 +1,154 @@
+"""``python -m dsn.bench``: size, compute, CPU latency and memory of each DetailSemNet size.
+
+Methods (printed with the table):
+
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on ``model.embed`` of one
+  224 px image; FLOPs = 2 x multiply-accumulates of convolutions, matmuls and
+  attention (CPU attention is added with torch's own SDPA formula, which the
+  counter does not map on CPU); element-wise ops are not counted.
+- Latency: median wall time of ``model(ref, query)`` on one preprocessed
+  drawn pair (batch 1), after warm-up, ``torch.set_num_threads(threads)``.
+- Sinkhorn: median time of the 49 x 49 transport alone at the eval epsilon and
+  iteration count of the config.
+- Memory: growth of the process's peak RSS (``resource.getrusage``) from after
+  imports to after all runs, each size in a fresh subprocess so sizes do not
+  mask each other; it includes weights and activations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .matching import cosine_cost, sinkhorn
+from .model import DetailSemNet
+from .preprocess import preprocess
+
+SIZES = ("dsnet_tiny", "dsnet_small", "dsnet_base")
+
+
+def scribble(seed: int) -> np.ndarray:
+    """A cursive-like ink curve on white paper: realistic ink masks, no dependency on other generators."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, 400)
+    x = 40 + 420 * t + 18 * np.sin(2 * np.pi * (9 + rng.uniform(-1, 1)) * t)
+    y = 100 + 45 * np.sin(2 * np.pi * (4 + rng.uniform(-1, 1)) * t + rng.uniform(0, 6)) * np.cos(2 * np.pi * 1.5 * t)
+    image = np.full((200, 500, 3), 255, np.uint8)
+    cv2.polylines(image, [np.stack([x, y], 1).astype(np.int32)], False, (20, 20, 60), 3, cv2.LINE_AA)
+    return image
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(model: DetailSemNet, image: torch.Tensor) -> int:
+    """FLOPs (2 x MACs) of one embedding pass."""
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        model.embed(image)
+    return int(counter.get_total_flops())
+
+
+def median_seconds(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(backbone: str, runs: int, threads: int) -> dict:
+    """All numbers for one size, in this process."""
+    torch.set_num_threads(threads)
+    ref, query = preprocess(scribble(1)).tensor(), preprocess(scribble(2)).tensor()
+    baseline = peak_rss_mib()
+
+    model = DetailSemNet(backbone=backbone).eval()
+    params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, ref)
+    with torch.inference_mode():
+        pair_s = median_seconds(lambda: model(ref, query), runs)
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randn(2, 1, 49, model.config.match_dim, generator=generator)
+        cost = cosine_cost(tokens[0], tokens[1])
+        cfg = model.config
+        sinkhorn_s = median_seconds(lambda: sinkhorn(cost, epsilon=cfg.epsilon_eval, iterations=cfg.sinkhorn_iterations), runs)
+    return {
+        "backbone": backbone,
+        "params": params,
+        "gflops_per_image": flops / 1e9,
+        "pair_ms": 1000 * pair_s,
+        "sinkhorn_ms": 1000 * sinkhorn_s,
+        "sinkhorn_iterations": cfg.sinkhorn_iterations,
+        "epsilon_eval": cfg.epsilon_eval,
+        "peak_rss_growth_mib": peak_rss_mib() - baseline,
+        "runs": runs,
+        "threads": threads,
+    }
+
+
+def measure_in_subprocess(backbone: str, runs: int, threads: int) -> dict:
+    command = [sys.executable, "-m", "dsn.bench", "--one", backbone, "--runs", str(runs), "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark of {backbone} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | params (M) | GFLOPs / image @224 | pair latency (ms, median) | Sinkhorn 49x49 (ms) | peak RSS growth (MiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backbone']} | {r['params'] / 1e6:.2f} | {r['gflops_per_image']:.2f} | {r['pair_ms']:.1f} | "
+            f"{r['sinkhorn_ms']:.2f} ({r['sinkhorn_iterations']} it, eps {r['epsilon_eval']:g}) | {r['peak_rss_growth_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dsn.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per measurement (after 2 warm-up runs)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+    parser.add_argument("--one", choices=SIZES, help=argparse.SUPPRESS)  # internal: measure one size in this process
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one, args.runs, args.threads)))
+        return 0
+    rows = [measure_in_subprocess(size, args.runs, args.threads) for size in args.sizes]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(markdown_table(rows))
+        print(
+            f"\nCPU, {args.threads} torch threads, batch 1 pair, {args.runs} timed runs after warm-up. "
+            "FLOPs = 2 x MACs (conv, matmul, attention). Memory = peak-RSS growth (getrusage) in a fresh process per size."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

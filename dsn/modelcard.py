@@ -1,0 +1,244 @@
+"""Model cards (README.md) for checkpoints: what the model is, on what data, how it was measured.
+
+A card is written from the measured metrics and the exact commands, never by
+hand, so the numbers a visitor reads on the Hub are the ones the code produced.
+``check_model_card`` is what ``python -m dsn push`` uses to refuse a checkpoint
+whose card lacks a section.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from huggingface_hub import ModelCardData
+
+CARD_NAME = "README.md"
+METRICS_NAME = "metrics.json"
+PAPER_URL = "https://arxiv.org/abs/2410.05556"
+REQUIRED_SECTIONS = (
+    "## What it is",
+    "## Data and credits",
+    "## Evaluation protocol",
+    "## Metrics",
+    "## Reproduce",
+    "## Limitations",
+    "## How to load",
+)
+DATASET_CREDITS = {
+    "cedar": "**CEDAR** signature database, collected by CEDAR (Center of Excellence for Document Analysis and Recognition), "
+    "University at Buffalo: 55 writers, 24 genuine signatures and 24 skilled forgeries each.",
+    "bhsig-bengali": '**BHSig260 (Bengali)**, Pal, Alaei, Pal and Blumenstein, "Performance of an off-line signature verification '
+    'method based on texture features on a large Indic-script signature dataset", DAS 2016: 100 writers.',
+}
+# (metrics key, row label, format): "%" percent, "f" 4 decimals, "d" integer
+CARD_ROWS = (
+    ("eer", "EER", "%"),
+    ("auc", "ROC AUC", "f"),
+    ("threshold", "decision threshold (chosen on validation writers)", "f"),
+    ("accuracy", "accuracy at that threshold", "%"),
+    ("far", "FAR at that threshold (forgeries accepted)", "%"),
+    ("frr", "FRR at that threshold (genuine rejected)", "%"),
+    ("best_accuracy", "best accuracy, threshold chosen on the same set (how papers report it)", "%"),
+    ("eer_global_only", "EER, global distance alone", "%"),
+    ("eer_structural_only", "EER, structural (optimal transport) distance alone", "%"),
+    ("n_genuine_pairs", "genuine-genuine pairs", "d"),
+    ("n_forged_pairs", "genuine-forged pairs", "d"),
+)
+
+
+def train_command(train_config: dict) -> str:
+    """The ``python -m dsn train`` command line that reproduces a saved TrainConfig."""
+    args = ["python", "-m", "dsn", "train", "--data", str(train_config["data"]), "--out", str(train_config["out"])]
+    args += ["--size", str(train_config.get("backbone", "dsnet_tiny"))]
+    for key, value in train_config.items():
+        if key not in {"data", "out", "backbone", "notes"}:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(args)
+
+
+def _cell(value: object, kind: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if kind == "%":
+        return f"{100 * float(value):.2f}%"
+    if kind == "f":
+        return f"{float(value):.4f}"
+    return str(int(value))
+
+
+def metrics_table(metrics: dict) -> str:
+    """Markdown table with one column per measured split (val, test)."""
+    splits = [s for s in ("val", "test") if isinstance(metrics.get(s), dict)]
+    if not splits:
+        return "_No measured metrics were supplied._"
+    names = {"val": "validation writers", "test": "test writers"}
+    lines = ["| metric | " + " | ".join(names[s] for s in splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for key, label, kind in CARD_ROWS:
+        if any(key in metrics[s] for s in splits):
+            lines.append(f"| {label} | " + " | ".join(_cell(metrics[s].get(key), kind) for s in splits) + " |")
+    return "\n".join(lines)
+
+
+def _front_matter(datasets: Sequence[str], license_id: str) -> str:
+    data = ModelCardData(
+        library_name="dsn",
+        license=license_id,
+        tags=["signature-verification", "detailsemnet", "optimal-transport", "offline-signature-verification", "image-similarity"],
+        datasets=list(datasets),
+        metrics=["eer", "roc_auc", "accuracy"],
+    )
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
+def render_model_card(
+    metrics: dict,
+    train_config: dict,
+    command: str,
+    eval_command: str | None = None,
+    datasets: Sequence[str] = ("cedar",),
+    repo_id: str | None = None,
+    license_id: str = "mit",
+    training_hours: float | None = None,
+) -> str:
+    """Markdown text of the card; ``command`` is the training command line."""
+    backbone = train_config.get("backbone", "dsnet_tiny")
+    credits = "\n".join(f"- {DATASET_CREDITS.get(name, f'**{name}**')}" for name in datasets)
+    source = f"hf://{repo_id}" if repo_id else "path/to/this/folder"
+    duration = f"{training_hours:.1f} hours" if training_hours else "about an hour"
+    evaluation = eval_command or "python -m dsn evaluate --weights <this folder> --data ../shared/datasets/cedar --split test"
+    return f"""{_front_matter(datasets, license_id)}
+# DetailSemNet ({backbone}) for offline signature verification
+
+## What it is
+
+A small re-implementation of **DetailSemNet** (Shih et al., ECCV 2024, [{PAPER_URL}]({PAPER_URL})) for offline
+handwritten-signature verification: given a reference signature and a query, it returns a distance,
+lower meaning "more likely the same writer's genuine signature". The distance is the global feature
+distance plus lambda times a structural distance: an entropic optimal-transport matching between the ink
+tokens of both signatures, which also shows *which* parts of the signatures were matched.
+A pair is accepted as genuine iff its distance is at most the threshold stored in `config.json`.
+
+## Data and credits
+
+{credits}
+
+The datasets were collected by their authors for research use. **No images are redistributed** with this
+model or its code; obtain the datasets from their authors.
+
+## Evaluation protocol
+
+- Writer-independent splits: the validation and test writers are never seen in training.
+- Pairs per writer: every unordered pair of two genuine signatures is a positive pair, every
+  (genuine, forged) pair is a negative pair (CEDAR: 276 + 576 pairs per writer).
+- The decision threshold is chosen on the **validation** writers (at their equal error rate) and stored in
+  the checkpoint; test accuracy, FAR and FRR use it unchanged. The "best accuracy" row instead picks the
+  threshold on the scored set itself, as papers usually report it, and is optimistic.
+
+## Metrics
+
+{metrics_table(metrics)}
+
+## Reproduce
+
+Training:
+
+```bash
+{command}
+```
+
+Evaluation:
+
+```bash
+{evaluation}
+```
+
+## Limitations
+
+- Trained on CPU for {duration}, with a small backbone (`{backbone}`) and a short schedule: it is far from the
+  numbers reported in the DetailSemNet paper, which trains larger models for much longer on GPUs.
+- Measured on a handful of test writers (CEDAR's test split has 5 writers), so the error rates carry
+  wide confidence intervals.
+- Trained on one dataset of scanned signatures on white paper; photographs, other scripts, pens or
+  scanners may need a new threshold or fine-tuning. Choose a threshold on your own validation data.
+- A verification aid, not proof of identity or of forgery.
+
+## How to load
+
+```python
+from dsn.model import DetailSemNet
+from dsn.preprocess import preprocess
+
+model = DetailSemNet.load("{source}")  # safetensors only, no pickle
+result = model(preprocess("reference.png").tensor(), preprocess("query.png").tensor())
+print(float(result.distance), bool(result.is_genuine(model.config.threshold)))
+```
+
+or from the command line: `python -m dsn evaluate --weights {source} --data DATASET_FOLDER --split test`.
+"""
+
+
+def write_model_card(
+    folder: str | Path,
+    metrics: dict,
+    train_config: dict,
+    command: str,
+    eval_command: str | None = None,
+    datasets: Sequence[str] = ("cedar",),
+    repo_id: str | None = None,
+    license_id: str = "mit",
+    training_hours: float | None = None,
+) -> Path:
+    """Write ``folder/README.md`` and return its path."""
+    path = Path(folder) / CARD_NAME
+    text = render_model_card(metrics, train_config, command, eval_command, datasets, repo_id, license_id, training_hours)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def check_model_card(text: str) -> list[str]:
+    """Problems that make a card unfit to publish (empty list when it is fine)."""
+    problems = []
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        problems.append("README.md has no Hugging Face front matter (--- yaml ---) at the top")
+    elif "library_name: dsn" not in text.split("\n---\n", 1)[0]:
+        problems.append("README.md front matter lacks 'library_name: dsn'")
+    problems += [f"README.md lacks the section '{section}'" for section in REQUIRED_SECTIONS if f"\n{section}\n" not in text]
+    return problems
+
+
+def card_from_files(
+    weights: str | Path,
+    eval_json: str | Path,
+    train_config_json: str | Path,
+    command: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Merge the test evaluation into ``weights/metrics.json`` and write the card beside it.
+
+    ``eval_json`` is the output of ``python -m dsn evaluate --json``; the
+    validation metrics come from the training run's ``metrics.json`` in ``weights``.
+    """
+    folder = Path(weights)
+    evaluation = json.loads(Path(eval_json).read_text())
+    train_config = json.loads(Path(train_config_json).read_text())
+    metrics_path = folder / METRICS_NAME
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics["test"] = evaluation["metrics"]
+    metrics["test_info"] = {k: evaluation.get(k) for k in ("data", "split", "pairs_csv", "n_images", "n_pairs", "command", "weights")}
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    data_name = Path(str(train_config.get("data", "cedar"))).name or "cedar"
+    state_path = Path(train_config_json).parent / "last" / "train_state.json"  # written by dsn.train next to the config
+    seconds = json.loads(state_path.read_text()).get("seconds") if state_path.is_file() else None
+    return write_model_card(
+        folder,
+        metrics,
+        train_config,
+        command or train_command(train_config),
+        eval_command=evaluation.get("command"),
+        datasets=(data_name,),
+        repo_id=repo_id,
+        training_hours=seconds / 3600 if seconds else None,
+    )

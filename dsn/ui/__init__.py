@@ -1,0 +1,27 @@
+"""The Gradio explorer: ``build_app(model, info) -> gr.Blocks``; see ``dsn/ui/app.py``.
+
+Names are imported lazily so that ``dsn.ui.runtime`` (weights and device) can
+be used, and fail fast on bad weights, without importing Gradio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AppContext": "app",
+    "PairViews": "app",
+    "build_app": "app",
+    "launch_options": "app",
+    "prepare": "app",
+    "ModelInfo": "runtime",
+    "load_app_model": "runtime",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dsn.ui' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -1,0 +1,129 @@
+"""JSON endpoints for scripts: ``/verify``, ``/correspondences``, ``/attribute``, ``/dsi``.
+
+They take two image files (``gradio_client.handle_file``) and return plain
+JSON, so a script never has to parse Plotly figures. They are hidden
+components rather than ``gr.api`` functions because Gradio then validates
+that uploaded paths really are uploads. Each call re-analyses the pair unless
+it is one of the last few pairs (``AnalysisCache``): a script asking several
+endpoints about one pair pays for the backbone once.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from ..analysis import PairAnalysis
+from ..explain import METHODS, TARGETS
+from ..model import DetailSemNet
+from .compute import AnalysisCache, explain, require_file, user_errors
+from .correspondence_tab import match_list
+from .detail_tab import dsi_stats
+from .verify_tab import with_threshold
+
+MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}
+
+
+def attribution_stats(values: np.ndarray) -> dict:
+    """Summary numbers of a signed attribution map (positive = raises the distance)."""
+    values = np.asarray(values, np.float64)
+    total = float(np.abs(values).sum())
+    peak_y, peak_x = np.unravel_index(int(np.argmax(np.abs(values))), values.shape)
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "sum": float(values.sum()),
+        "abs_sum": total,
+        "positive_share": float(np.clip(values, 0, None).sum() / total) if total > 0 else 0.0,
+        "peak": {"x": int(peak_x), "y": int(peak_y)},
+        "shape": list(values.shape),
+    }
+
+
+def signed_png(values: np.ndarray) -> str:
+    """Attribution map as a base64 grey PNG: 128 = 0, 255 = +limit, 0 = −limit (limit: 99.5th percentile of |map|)."""
+    values = np.asarray(values, np.float32)
+    limit = float(np.percentile(np.abs(values), 99.5)) or float(np.abs(values).max()) or 1.0
+    pixels = np.clip(np.rint(127.5 + 127.5 * values / limit), 0, 255).astype(np.uint8)
+    ok, buffer = cv2.imencode(".png", pixels)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return base64.b64encode(buffer.tobytes()).decode("ascii")
+
+
+def build_api(model: DetailSemNet) -> None:
+    """Add the hidden endpoint components and events to the current Blocks."""
+    cache = AnalysisCache()
+
+    def pair(reference: object, query: object) -> PairAnalysis:
+        return cache.get(model, require_file(reference, "reference"), require_file(query, "query"))
+
+    def verify(reference: str, query: str, threshold: float | None) -> dict:
+        """Verdict and distances for one pair (threshold defaults to the checkpoint's)."""
+        with user_errors():
+            return with_threshold(pair(reference, query), threshold).summary()
+
+    def correspondences(reference: str, query: str, top_k: float, reference_patch: float | None) -> dict:
+        """The heaviest transport-plan entries: [{reference_patch, query_patch, mass, cost}], heaviest first.
+
+        reference_patch >= 0 lists only that reference token's matches (-1: all).
+        """
+        with user_errors():
+            analysis = pair(reference, query)
+            patch = None if reference_patch is None or int(reference_patch) < 0 else int(reference_patch)
+            if patch is not None and patch >= analysis.plan.shape[0]:
+                raise ValueError(f"reference_patch must be below {analysis.plan.shape[0]} (the number of tokens).")
+            return {
+                "grid": list(analysis.grid),
+                "summary": analysis.summary(),
+                "matches": match_list(analysis, int(top_k or 30), patch),
+            }
+
+    def attribute(reference: str, query: str, method: str, target: str, side: str, steps: float) -> dict:
+        """An attribution map of the distance w.r.t. one image: stats, and the map as a signed grey PNG."""
+        with user_errors():
+            if method not in METHODS:
+                raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+            if target not in TARGETS:
+                raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+            if side not in ("query", "reference"):
+                raise ValueError(f"side must be 'query' or 'reference', got {side!r}")
+            result = explain(model, pair(reference, query), method, target, side, int(steps or 32))
+        return {
+            "method": result.method,
+            "target": result.target,
+            "side": result.side,
+            "steps": result.steps,
+            "seconds": float(result.seconds),
+            "convergence_delta": None if result.delta is None else float(result.delta),
+            "stats": attribution_stats(result.map),
+            "map_png_base64": signed_png(result.map),
+        }
+
+    def dsi(reference: str, query: str, stage: float, block: float) -> dict:
+        """Energy of each DSI part and the frequency profiles, for one block (stage and block are 0-based)."""
+        with user_errors():
+            return dsi_stats(pair(reference, query), int(stage), int(block))
+
+    with gr.Column(visible=False):
+        reference = gr.File(label="reference", type="filepath")
+        query = gr.File(label="query", type="filepath")
+        threshold = gr.Number(float(model.config.threshold), label="threshold")
+        top_k = gr.Number(30, label="top_k", precision=0)
+        reference_patch = gr.Number(-1, label="reference_patch", precision=0)
+        method = gr.Textbox("integrated_gradients", label="method")
+        target = gr.Textbox("total", label="target")
+        side = gr.Textbox("query", label="side")
+        steps = gr.Number(32, label="steps", precision=0)
+        stage = gr.Number(0, label="stage", precision=0)
+        block = gr.Number(0, label="block", precision=0)
+        result = gr.JSON(label="result")
+        trigger = gr.Button("api")
+    trigger.click(verify, [reference, query, threshold], result, api_name="verify", **MODEL_JOB)
+    trigger.click(correspondences, [reference, query, top_k, reference_patch], result, api_name="correspondences", **MODEL_JOB)
+    trigger.click(attribute, [reference, query, method, target, side, steps], result, api_name="attribute", **MODEL_JOB)
+    trigger.click(dsi, [reference, query, stage, block], result, api_name="dsi", **MODEL_JOB)

@@ -1,0 +1,303 @@
+"""``build_app``: the whole explorer as one ``gr.Blocks``, for ``app.py``, the tests and the benchmark.
+
+Layout: a header that says what the model is (and, loudly, when its weights
+are untrained); a "Verify a pair" tab with the two inputs on the left and the
+views on the right; any extra tabs (e.g. the dataset explorer of issue #5);
+and hidden JSON endpoints for ``gradio_client`` (``dsn.ui.api``). The
+analysis of the current pair lives in a ``gr.State``, so every view and
+control after "Verify" works without running the model again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from gradio.events import Dependency
+
+from ..model import DetailSemNet
+from . import correspondence_tab, detail_tab
+from .api import build_api
+from .attribution_tab import AttributionView, build_attribution_tab
+from .compute import analyze, user_errors
+from .correspondence_tab import CorrespondenceView, build_correspondence_tab
+from .detail_tab import DetailView, build_detail_tab
+from .inputs import UPLOAD, SignatureInput, chosen_image, signature_input
+from .runtime import ModelInfo
+from .style import CLICK_JS, CSS, theme
+from .verify_tab import WAITING_HTML, VerdictView, build_verdict_tab, rethreshold, verdict_outputs
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+PAIR_TAB = "pair"
+STATE_SECONDS = 3600  # a visitor's analysis is dropped after an hour of inactivity
+MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}  # one network run at a time: bounded memory on small machines
+
+
+@dataclass
+class PairViews:
+    """The pair views, as other tabs see them.
+
+    ``open_pair_on`` is how another tab (issue #5's dataset explorer) shows a
+    pair here: it fills both inputs, switches to the "Verify a pair" tab and
+    runs exactly what the Verify button runs.
+    """
+
+    reference: SignatureInput
+    query: SignatureInput
+    analysis: gr.State  # the current PairAnalysis (None before the first verify)
+    main_tabs: gr.Tabs
+    _then_verify: Callable  # (Dependency) -> Dependency: chains verification and every view after it
+
+    def open_pair_on(self, trigger: Callable, fn: Callable, inputs: Sequence | None = None) -> Dependency:
+        """Wire ``trigger`` (an event listener such as ``button.click`` or ``gallery.select``) to open a pair.
+
+        ``fn(*inputs)`` returns ``(reference_path, query_path)``; it may take a
+        ``gr.SelectData`` argument like any Gradio handler. Example::
+
+            pair.open_pair_on(open_button.click, lambda row: (row["a"], row["b"]), [table_state])
+        """
+
+        @functools.wraps(fn)
+        def opened(*values: object) -> tuple:
+            reference, query = fn(*values)
+            return (
+                str(reference),
+                str(query),
+                UPLOAD,
+                UPLOAD,
+                gr.Tabs(selected=UPLOAD),
+                gr.Tabs(selected=UPLOAD),
+                gr.Tabs(selected=PAIR_TAB),
+            )
+
+        outputs = [
+            self.reference.upload,
+            self.query.upload,
+            self.reference.mode,
+            self.query.mode,
+            self.reference.tabs,
+            self.query.tabs,
+            self.main_tabs,
+        ]
+        return self._then_verify(trigger(opened, inputs, outputs, api_visibility="private"))
+
+
+@dataclass
+class AppContext:
+    """What a tab builder gets: the model, where data lives, and the pair views."""
+
+    model: DetailSemNet
+    info: ModelInfo
+    data_root: Path | None
+    pair: PairViews
+
+
+TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main tabs
+
+
+def _header(info: ModelInfo) -> None:
+    size = f"{info.parameters / 1e6:.1f} M parameters"
+    weights = "random initialisation" if info.untrained else f"`{info.source}`"
+    metrics = ""
+    if info.metrics:
+        wanted = [(k, v) for k, v in info.metrics.items() if any(s in k.lower() for s in ("eer", "auc", "acc", "far", "frr"))]
+        metrics = " · checkpoint metrics: " + ", ".join(f"{k} {v:.3g}" for k, v in wanted[:6]) if wanted else ""
+    gr.Markdown(
+        "# DetailSemNet Explorer\n"
+        "Is the **query** signature by the writer of the **reference**? DetailSemNet (Shih et al., ECCV 2024) compares "
+        "two offline signatures with a global distance plus an optimal-transport match between ink patches; this app "
+        "shows the verdict and *why*: the matched patches, what the model's detail and semantic branches see, and "
+        "which strokes drive the distance.",
+        elem_id="dsn-title",
+    )
+    gr.Markdown(
+        f"**Model** {info.backbone} ({size}) · weights {weights} · running on {info.device} · default threshold "
+        f"{info.threshold:.3f}{metrics}. A research demo: a small model trained on few writers, not forensic evidence.",
+        elem_classes="dsn-note",
+        elem_id="model-info",
+    )
+    if info.untrained:
+        gr.HTML(
+            "<div class='dsn-untrained' id='untrained-banner'>⚠ UNTRAINED WEIGHTS — verdicts are meaningless. No trained "
+            "checkpoint was found, so the network is randomly initialised: every view works, but shows noise, not evidence. "
+            "Start with <code>--weights hf://OWNER/REPO</code> or a local checkpoint folder.</div>"
+        )
+
+
+def example_pairs(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
+    """Gallery rows (reference, query) and labels from ``assets/examples`` (made by ``dsn.synth``)."""
+    rows, labels = [], []
+    for reference in sorted(folder.glob("writer*_reference.png")):
+        writer = reference.name.split("_")[0]
+        for kind, label in (("genuine", "genuine pair"), ("forged", "forgery")):
+            query = folder / f"{writer}_{kind}.png"
+            if query.is_file():
+                rows.append([str(reference), str(query)])
+                labels.append(f"{writer.replace('writer', 'writer ')}: {label}")
+    return rows, labels
+
+
+def build_app(
+    model: DetailSemNet,
+    info: ModelInfo | None = None,
+    *,
+    data_root: str | Path | None = None,
+    extra_tabs: Sequence[TabBuilder] = (),
+) -> gr.Blocks:
+    """The explorer for ``model``. ``extra_tabs``: builders called inside the main tabs, after "Verify a pair"."""
+    if info is None:
+        from .runtime import ModelInfo as _Info
+
+        info = _Info(
+            getattr(model, "source", None),
+            str(next(model.parameters()).device),
+            model.config.backbone,
+            sum(p.numel() for p in model.parameters()),
+            float(model.config.threshold),
+        )
+    with gr.Blocks(title="DetailSemNet Explorer", analytics_enabled=False) as demo:
+        _header(info)
+        build_api(model)  # first, so that the public endpoint names (/verify, ...) are taken before any UI event's
+        analysis = gr.State(None, time_to_live=STATE_SECONDS)
+        with gr.Tabs(selected=PAIR_TAB, elem_id="main-tabs") as main_tabs:
+            with gr.Tab("Verify a pair", id=PAIR_TAB):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=360):
+                        gr.Markdown("**Reference**: a signature known to be genuine")
+                        reference = signature_input("reference", "Drop, paste or photograph the known genuine signature")
+                        gr.Markdown("**Query**: the signature to check")
+                        query = signature_input("query", "Drop, paste or photograph the signature to check")
+                        verify_button = gr.Button("Verify", variant="primary", size="lg", elem_id="verify-button")
+                        rows, labels = example_pairs()
+                        examples = (
+                            gr.Examples(
+                                rows,
+                                [reference.upload, query.upload],
+                                label="Examples: synthetic signatures (dsn.synth), click one to verify it",
+                                example_labels=labels,
+                                examples_per_page=12,
+                                elem_id="examples",
+                            )
+                            if rows
+                            else None
+                        )
+                    with gr.Column(scale=3, min_width=520):
+                        banner = gr.HTML(WAITING_HTML, elem_id="verdict-area")
+                        with gr.Tabs(elem_id="view-tabs"):
+                            with gr.Tab("Verdict", id="verdict"):
+                                verdict = build_verdict_tab(info)
+                            with gr.Tab("Patch correspondences", id="correspondences"):
+                                matches = build_correspondence_tab()
+                            with gr.Tab("Detail vs semantics", id="detail"):
+                                detail = build_detail_tab()
+                            with gr.Tab("Attributions", id="attributions"):
+                                attributions = build_attribution_tab()
+        verify_on = _wire_pair(model, analysis, reference, query, banner, verdict, matches, detail, attributions)
+        verify_on(verify_button.click, api_name="verify_ui")
+        if examples is not None:
+            ready = examples.load_input_event.then(
+                lambda: (UPLOAD, UPLOAD, gr.Tabs(selected=UPLOAD), gr.Tabs(selected=UPLOAD)),
+                None,
+                [reference.mode, query.mode, reference.tabs, query.tabs],
+                queue=False,
+                api_visibility="private",
+            )
+            verify_on(ready.then)
+        pair = PairViews(reference, query, analysis, main_tabs, lambda dependency: verify_on(dependency.then))
+        context = AppContext(model, info, Path(data_root) if data_root else None, pair)
+        with main_tabs:
+            for add_tab in extra_tabs:
+                add_tab(context)
+    return demo
+
+
+def _wire_pair(
+    model: DetailSemNet,
+    analysis: gr.State,
+    reference: SignatureInput,
+    query: SignatureInput,
+    banner: gr.HTML,
+    verdict: VerdictView,
+    matches: CorrespondenceView,
+    detail: DetailView,
+    attributions: AttributionView,
+) -> Callable:
+    """Connect the controls that need no model run, and return the chain that verifies a pair."""
+
+    def verify_pair_ui(
+        ref_upload: str | None,
+        ref_drawing: dict | None,
+        ref_mode: str,
+        query_upload: str | None,
+        query_drawing: dict | None,
+        query_mode: str,
+        threshold: float,
+    ) -> tuple:
+        with user_errors():
+            result = analyze(
+                model,
+                chosen_image("reference", ref_upload, ref_drawing, ref_mode),
+                chosen_image("query", query_upload, query_drawing, query_mode),
+                threshold,
+            )
+        return (result, *verdict_outputs(result))
+
+    verify_inputs = [*reference.components, *query.components, verdict.threshold]
+    verify_outputs = [analysis, banner, verdict.bar, verdict.reference_view, verdict.query_view, verdict.summary]
+
+    def verify_on(listener: Callable, api_name: str | None = None) -> Dependency:
+        """Run verification on ``listener`` (e.g. ``button.click`` or ``dependency.then``), then refresh every view."""
+        visibility = "undocumented" if api_name else "private"
+        step = listener(verify_pair_ui, verify_inputs, verify_outputs, api_name=api_name, api_visibility=visibility, **MODEL_JOB)
+        step.success(
+            correspondence_tab.on_new_pair,
+            [analysis, matches.top_k, matches.background],
+            [matches.patch, matches.figure, matches.matches, matches.plan, matches.shares],
+            api_visibility="private",
+        )
+        step.success(
+            detail_tab.on_new_pair,
+            [analysis, detail.stage, detail.block],
+            [detail.block, detail.dsi, detail.frequency],
+            api_visibility="private",
+        )
+        step.success(
+            attributions.on_new_pair, [analysis, attributions.method, attributions.steps], attributions.outputs, api_visibility="private"
+        )
+        return step
+
+    verdict.threshold.change(
+        rethreshold,
+        [analysis, verdict.threshold],
+        [analysis, banner, verdict.bar, verdict.summary],
+        api_visibility="private",
+        trigger_mode="always_last",
+    )
+    for control in (matches.top_k, matches.patch, matches.background):
+        control.change(
+            correspondence_tab.render,
+            [analysis, *matches.controls],
+            [matches.figure, matches.matches],
+            api_visibility="private",
+            trigger_mode="always_last",
+        )
+    matches.click_bridge.change(correspondence_tab.on_click, [analysis, matches.click_bridge], matches.patch, api_visibility="private")
+    detail.stage.change(
+        detail_tab.on_stage, [analysis, detail.stage], [detail.block, detail.dsi, detail.frequency], api_visibility="private"
+    )
+    detail.block.input(detail_tab.render, [analysis, detail.stage, detail.block], [detail.dsi, detail.frequency], api_visibility="private")
+    attributions.wire(model, analysis)
+    return verify_on
+
+
+def launch_options() -> dict:
+    """Arguments for ``demo.launch`` that belong to the look (Gradio 6 takes css/theme/js there, not in Blocks)."""
+    return {"css": CSS, "theme": theme(), "js": CLICK_JS, "max_file_size": "20mb", "show_error": True}
+
+
+def prepare(demo: gr.Blocks, concurrency: int = 2) -> gr.Blocks:
+    """Queue settings that protect memory: model runs one at a time (MODEL_JOB), light re-renders ``concurrency``, bounded line."""
+    return demo.queue(default_concurrency_limit=concurrency, max_size=64)

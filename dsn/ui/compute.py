@@ -1,0 +1,96 @@
+"""The model calls behind the UI and the API, in one place, with user errors made readable.
+
+Everything that runs the network goes through here, so that ZeroGPU's
+``spaces.GPU`` wraps exactly the GPU work, and so that a bad upload always
+turns into a ``gr.Error`` with the preprocessing message (the app keeps
+serving) instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from ..analysis import PairAnalysis, analyze_pair
+from ..explain import Attribution, attribute
+from ..model import DetailSemNet
+from ..preprocess import PreprocessError
+from .runtime import gpu
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn what the visitor caused (bad image, missing input, bad option) into a ``gr.Error``."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except (PreprocessError, ValueError) as error:
+        raise gr.Error(str(error), title="Cannot use this input", print_exception=False) from error
+
+
+@gpu
+def analyze(model: DetailSemNet, reference: object, query: object, threshold: float | None = None) -> PairAnalysis:
+    """Preprocess + one backbone pass over both images (see ``dsn.analysis.analyze_pair``)."""
+    return analyze_pair(model, reference, query, threshold=threshold)
+
+
+@gpu
+def explain(
+    model: DetailSemNet,
+    analysis: PairAnalysis,
+    method: str,
+    target: str,
+    side: str,
+    steps: int,
+    progress: Callable[[float, str], None] | None = None,
+) -> Attribution:
+    """One attribution map (see ``dsn.explain.attribute``)."""
+    return attribute(model, analysis, method, target=target, side=side, steps=int(steps), progress=progress)
+
+
+def require_file(value: object, name: str) -> str | np.ndarray:
+    """A file input of the API: a path (gr.File gives str) or raise the 'missing' message."""
+    if value is None or (isinstance(value, str) and not value):
+        raise PreprocessError(f"No {name} image was given; both a reference and a query signature are needed.")
+    return value if isinstance(value, np.ndarray) else str(value)
+
+
+class AnalysisCache:
+    """The last few API analyses, keyed by the two files' contents.
+
+    A script that asks /verify, then /correspondences, then /attribute for the
+    same pair pays for the backbone once. Thresholds are applied on top.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], PairAnalysis] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(path: str) -> str:
+        try:
+            return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        except OSError as error:
+            raise PreprocessError(f"'{Path(path).name}' could not be read.") from error
+
+    def get(self, model: DetailSemNet, reference: str, query: str) -> PairAnalysis:
+        key = (self._digest(reference), self._digest(query))
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        result = analyze(model, reference, query)
+        with self._lock:
+            self._items[key] = result
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return result

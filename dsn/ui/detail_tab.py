@@ -1,0 +1,103 @@
+"""Detail vs semantics: what each DSI block split the features into, for both images.
+
+The DSI separates a stage's features into a pooled (low-frequency, semantic)
+part and the residual (high-frequency, detail) part. Only stages that pool
+have that split: stages 1-3 pool, stage 4 does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from ..analysis import PairAnalysis, channel_energy, find_maps, radial_power_profile
+from ..backbone import POOL_SIZES
+from ..figures import dsi_figure, frequency_profile_figure
+
+FREQUENCY_NOTE = (
+    "The frequency split exists only in the stages that pool: "
+    + ", ".join(f"stage {i + 1} pools {p}×{p}" for i, p in enumerate(POOL_SIZES) if p > 1)
+    + "; stage 4 does not pool, so its semantic and detail inputs are the same features."
+)
+
+
+@dataclass
+class DetailView:
+    stage: gr.Dropdown  # 0-based stage index
+    block: gr.Dropdown  # 0-based block index within the stage
+    dsi: gr.Plot
+    frequency: gr.Plot
+
+
+def stage_choices() -> list[tuple[str, int]]:
+    return [(f"stage {i + 1}" + (f" (pools {p}×{p})" if p > 1 else " (no pooling)"), i) for i, p in enumerate(POOL_SIZES)]
+
+
+def block_choices(analysis: PairAnalysis | None, stage: int) -> list[tuple[str, int]]:
+    if analysis is None:
+        return [("block 1", 0)]
+    blocks = sorted(m.block for m in analysis.maps_ref if m.stage == int(stage))
+    return [(f"block {b + 1}", b) for b in blocks] or [("block 1", 0)]
+
+
+def build_detail_tab() -> DetailView:
+    """Body of the "Detail vs semantics" tab; call inside a ``gr.Tab``."""
+    gr.Markdown(
+        "Each DSI block splits its input into a **semantic** part (pooled: the overall shape) and a **detail** part "
+        "(what pooling removes: stroke edges, pen texture), processes them separately (DetailConv, SalientConv, "
+        f"SemanticsAttend) and merges them again. {FREQUENCY_NOTE}",
+        elem_classes="dsn-note",
+    )
+    with gr.Row():
+        stage = gr.Dropdown(stage_choices(), value=0, label="Stage", elem_id="dsi-stage")
+        block = gr.Dropdown(block_choices(None, 0), value=0, label="Block", elem_id="dsi-block")
+    dsi = gr.Plot(label="DSI parts (channel energy)", elem_id="dsi-plot")
+    frequency = gr.Plot(label="Frequency profile", elem_id="frequency-plot")
+    return DetailView(stage, block, dsi, frequency)
+
+
+def render(analysis: PairAnalysis | None, stage: int, block: int) -> tuple:
+    """(DSI figure, frequency profile figure) for one block."""
+    if analysis is None:
+        return None, None
+    try:
+        return dsi_figure(analysis, int(stage), int(block)), frequency_profile_figure(analysis, int(stage), int(block))
+    except ValueError as error:  # a block that this backbone does not have
+        raise gr.Error(str(error)) from error
+
+
+def on_stage(analysis: PairAnalysis | None, stage: int) -> tuple:
+    """A new stage resets the block to the first one: (block dropdown, dsi, frequency)."""
+    dropdown = gr.Dropdown(choices=block_choices(analysis, stage), value=0)
+    return (dropdown, *render(analysis, stage, 0))
+
+
+def on_new_pair(analysis: PairAnalysis, stage: int, block: int) -> tuple:
+    """Keep the chosen stage and block for a new pair (they exist in every pair of this model)."""
+    choices = block_choices(analysis, stage)
+    block = int(block) if any(value == int(block) for _, value in choices) else 0
+    return (gr.Dropdown(choices=choices, value=block), *render(analysis, stage, block))
+
+
+def dsi_stats(analysis: PairAnalysis, stage: int, block: int) -> dict:
+    """JSON-friendly numbers behind the two figures (the /dsi API).
+
+    For each side and DSI part: the mean channel-RMS energy; and the radial
+    frequency profile of the detail and semantic inputs.
+    """
+    out: dict = {"stage": int(stage), "block": int(block), "stage_label": f"stage {int(stage) + 1}, block {int(block) + 1}"}
+    for side in ("reference", "query"):
+        maps = find_maps(analysis, side, int(stage), int(block))
+        out["pool_size"] = int(maps.pool_size)
+        out["frequency_split"] = maps.pool_size > 1
+        out["grid"] = list(maps.detail_input.shape[-2:])
+        parts = ("semantic_input", "detail_input", "detail_conv", "salient_conv", "semantics_attend")
+        energy = {part: float(np.mean(channel_energy(getattr(maps, part)))) for part in parts}
+        profile = {}
+        for part in ("detail_input", "semantic_input"):
+            frequency, power = radial_power_profile(getattr(maps, part))
+            profile[part] = {"frequency": frequency.tolist(), "power": power.tolist()}
+        out[side] = {"mean_energy": energy, "frequency_profile": profile}
+    return out

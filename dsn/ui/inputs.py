@@ -1,0 +1,103 @@
+"""The two signature inputs: each side is an upload (file, paste, webcam) or a drawing.
+
+A side shows two tabs, "Upload" and "Draw"; whichever tab is showing is what
+gets verified, so what the visitor sees is what the model gets. The drawing
+pad is a white canvas with a dark pen, because preprocessing looks for ink
+that is darker than its paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from ..preprocess import PreprocessError
+
+UPLOAD, DRAW = "upload", "draw"
+CANVAS = (720, 300)  # width, height: signatures are wide
+PEN = "#1a1a2e"
+
+
+def blank_canvas() -> dict:
+    """A white page for the sketchpad (its value dict: background, layers, composite)."""
+    white = np.full((CANVAS[1], CANVAS[0], 3), 255, np.uint8)
+    return {"background": white, "layers": [], "composite": None}
+
+
+@dataclass
+class SignatureInput:
+    """The components of one side (reference or query)."""
+
+    name: str
+    tabs: gr.Tabs
+    upload: gr.Image  # value: a file path
+    drawing: gr.Sketchpad
+    mode: gr.State  # UPLOAD or DRAW: the tab that is showing
+
+    @property
+    def components(self) -> list:
+        return [self.upload, self.drawing, self.mode]
+
+
+def signature_input(name: str, hint: str) -> SignatureInput:
+    """Build one side's tabs; must be called inside a Blocks context."""
+    mode = gr.State(UPLOAD)
+    with gr.Tabs(selected=UPLOAD, elem_id=f"{name}-tabs") as tabs:
+        with gr.Tab("Upload", id=UPLOAD) as upload_tab:
+            upload = gr.Image(
+                label=f"{name.capitalize()} signature",
+                sources=["upload", "clipboard", "webcam"],
+                type="filepath",  # our reader checks the size before decoding and fixes EXIF rotation
+                image_mode=None,
+                height=210,
+                placeholder=hint,
+                elem_id=f"{name}-upload",
+            )
+        with gr.Tab("Draw", id=DRAW) as draw_tab:
+            drawing = gr.Sketchpad(
+                value=blank_canvas(),
+                label=f"Draw the {name} signature",
+                type="numpy",
+                image_mode="RGB",  # transparent strokes layer is flattened on white
+                canvas_size=CANVAS,
+                fixed_canvas=True,
+                height=260,
+                brush=gr.Brush(default_size=4, colors=[PEN], default_color=PEN, color_mode="fixed"),
+                layers=False,
+                elem_id=f"{name}-draw",
+            )
+    upload_tab.select(lambda: UPLOAD, None, mode, queue=False, api_visibility="private")
+    draw_tab.select(lambda: DRAW, None, mode, queue=False, api_visibility="private")
+    # An upload (or a clicked example) always shows, and is used, on the Upload tab.
+    upload.change(
+        lambda image: (UPLOAD, gr.Tabs(selected=UPLOAD)) if image is not None else (gr.skip(), gr.skip()),
+        upload,
+        [mode, tabs],
+        queue=False,
+        api_visibility="private",
+    )
+    return SignatureInput(name, tabs, upload, drawing, mode)
+
+
+def _drawn_image(value: dict | None) -> np.ndarray | None:
+    if not value:
+        return None
+    composite = value.get("composite")
+    if composite is None:
+        return None
+    image = np.asarray(composite)
+    return image if image.size and image.min() < 200 else None  # nothing darker than paper: nothing drawn
+
+
+def chosen_image(name: str, upload: str | None, drawing: dict | None, mode: str) -> str | np.ndarray:
+    """The image of the tab that is showing, or a ``PreprocessError`` saying what is missing."""
+    if mode == DRAW:
+        image = _drawn_image(drawing)
+        if image is None:
+            raise PreprocessError(f"The {name} drawing pad is empty: draw a signature, or switch to the Upload tab.")
+        return image
+    if upload is None:
+        raise PreprocessError(f"No {name} signature yet: upload, paste or photograph one (or draw it on the Draw tab).")
+    return upload

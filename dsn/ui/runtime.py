@@ -1,0 +1,112 @@
+"""Where the app's model comes from and where it runs: weights, device, ZeroGPU.
+
+Kept apart from the layout so that ``app.py``, the benchmark and the tests
+load the model the same way, and so that the UI code never has to know
+whether it runs on a laptop CPU, a CUDA box or a Hugging Face ZeroGPU Space.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from ..model import DetailSemNet
+from ..weights import default_weights
+
+F = TypeVar("F", bound=Callable)
+
+
+@dataclass
+class ModelInfo:
+    """What the header tells visitors about the model they are talking to."""
+
+    source: str | None  # local folder or hf:// source; None = random initialisation
+    device: str
+    backbone: str
+    parameters: int
+    threshold: float
+    metrics: dict = field(default_factory=dict)  # flattened numbers from the checkpoint's metrics.json
+
+    @property
+    def untrained(self) -> bool:
+        return self.source is None
+
+
+def pick_device() -> torch.device:
+    """CUDA when present (analysis then runs the backbone in bf16), else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _flatten_numbers(data: object, prefix: str = "") -> dict[str, float]:
+    if isinstance(data, bool):
+        return {}
+    if isinstance(data, (int, float)):
+        return {prefix: float(data)}
+    if isinstance(data, dict):
+        out: dict[str, float] = {}
+        for key, value in data.items():
+            out.update(_flatten_numbers(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {}
+
+
+def checkpoint_metrics(source: str | None) -> dict[str, float]:
+    """Numbers from ``metrics.json`` next to the weights, so the UI can quote them honestly; {} if absent."""
+    if source is None:
+        return {}
+    from ..weights import WeightsError, resolve
+
+    try:
+        folder = resolve(source)  # a Hub source is already in the local cache after loading
+    except WeightsError:
+        return {}
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        return _flatten_numbers(json.loads(path.read_text()))
+    except (json.JSONDecodeError, OSError):
+        return {}
+
+
+def load_app_model(weights: str | None = None, device: torch.device | None = None) -> tuple[DetailSemNet, ModelInfo]:
+    """The model the app serves: ``weights`` (folder or hf://), else DSN_WEIGHTS / the embedded checkpoint.
+
+    Without any checkpoint the model is randomly initialised, and ``info.untrained``
+    makes the UI say so loudly. Raises ``dsn.weights.WeightsError`` when a named
+    source cannot be used (e.g. offline and not cached).
+    """
+    source = weights or default_weights()
+    if source:
+        model = DetailSemNet.load(source)
+    else:
+        torch.manual_seed(0)  # the same meaningless model on every start, so screenshots are reproducible
+        model = DetailSemNet()
+    device = device or pick_device()
+    model = model.to(device).eval()
+    info = ModelInfo(
+        source=str(source) if source else None,
+        device=str(device),
+        backbone=model.config.backbone,
+        parameters=sum(p.numel() for p in model.parameters()),
+        threshold=float(model.config.threshold),
+        metrics=checkpoint_metrics(str(source) if source else None),
+    )
+    return model, info
+
+
+def gpu(fn: F) -> F:
+    """Wrap GPU work in ``spaces.GPU`` when running on a ZeroGPU Space; a no-op everywhere else."""
+    if os.environ.get("DSN_NO_SPACES"):
+        return fn
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)  # type: ignore[no-any-return]

@@ -1,0 +1,68 @@
+"""Look and client-side behaviour of the app: CSS, theme, and the Plotly click bridge.
+
+Gradio's ``gr.Plot`` has no click event, so a few lines of JavaScript listen
+to Plotly's own ``plotly_click`` on the correspondence figure and write
+"side:token:nonce" into a hidden textbox; its change event then highlights
+that patch on the server. Anything that is not a patch marker is ignored.
+In Gradio 6 css/theme/js are arguments of ``launch()``; see ``launch_options``.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+CORRESPONDENCE_PLOT_ID = "correspondence-plot"
+CLICK_BRIDGE_ID = "patch-click-bridge"
+
+CSS = """
+.gradio-container { max-width: 1500px !important; margin: auto; }
+#dsn-title h1 { margin-bottom: 0.1em; }
+#dsn-title p { margin-top: 0.2em; color: var(--body-text-color-subdued); }
+.dsn-untrained { background: #fdecea; border: 2px solid #c0392b; color: #8e1b10; border-radius: 8px;
+  padding: 10px 14px; font-weight: 600; font-size: 1.05em; }
+.dsn-verdict { border-radius: 10px; padding: 12px 16px; display: flex; gap: 24px; align-items: baseline; flex-wrap: wrap; }
+.dsn-verdict .word { font-size: 1.8em; font-weight: 700; letter-spacing: 0.02em; }
+.dsn-verdict .facts { color: #333; font-size: 1.0em; }
+.dsn-genuine { background: #e8f6ee; border: 1px solid #2e8b57; }
+.dsn-genuine .word { color: #1e6b41; }
+.dsn-forged { background: #fdf0e6; border: 1px solid #d35400; }
+.dsn-forged .word { color: #a04000; }
+.dsn-waiting { background: var(--block-background-fill); border: 1px dashed var(--border-color-primary); color: var(--body-text-color-subdued); }
+.dsn-note { font-size: 0.92em; color: var(--body-text-color-subdued); }
+"""
+
+# Runs once on page load. A MutationObserver re-attaches the listener whenever
+# Gradio re-renders the figure into a new element.
+CLICK_JS = f"""
+() => {{
+  const attach = () => {{
+    document.querySelectorAll('#{CORRESPONDENCE_PLOT_ID} .js-plotly-plot').forEach((gd) => {{
+      if (gd.__dsnClick || typeof gd.on !== 'function') return;
+      gd.__dsnClick = true;
+      gd.on('plotly_click', (event) => {{
+        const point = event && event.points && event.points[0];
+        if (!point || point.customdata === undefined || !point.data || !point.data.name) return;
+        const side = point.data.name.startsWith('reference') ? 'reference' : point.data.name.startsWith('query') ? 'query' : null;
+        if (!side || !point.data.name.endsWith('patches')) return;
+        const box = document.querySelector('#{CLICK_BRIDGE_ID} textarea, #{CLICK_BRIDGE_ID} input');
+        if (!box) return;
+        const token = Array.isArray(point.customdata) ? point.customdata[0] : point.customdata;
+        box.value = side + ':' + token + ':' + Date.now();
+        box.dispatchEvent(new Event('input', {{ bubbles: true }}));
+      }});
+    }});
+  }};
+  new MutationObserver(attach).observe(document.body, {{ childList: true, subtree: true }});
+  attach();
+}}
+"""
+
+
+def theme() -> gr.themes.Base:
+    """Local fonts only: the app must look right offline, with no request to a font CDN."""
+    return gr.themes.Soft(
+        primary_hue="indigo",
+        secondary_hue="slate",
+        font=["Inter", "Helvetica Neue", "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"],
+    )

@@ -1,0 +1,171 @@
+"""The Gradio app, served for real and called through gradio_client like a script would."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from dsn.ui.app import example_pairs  # noqa: E402
+from dsn.ui.inputs import DRAW, UPLOAD, blank_canvas, chosen_image  # noqa: E402
+from dsn.ui.screenshot import serve  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "assets" / "examples"
+SUMMARY_KEYS = {"verdict", "distance", "global_distance", "structural_distance", "threshold", "seconds", "untrained"}
+
+
+@pytest.fixture(scope="module")
+def client() -> Client:
+    with serve() as (_, url):
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def pair() -> dict:
+    return {"reference": handle_file(str(EXAMPLES / "writer1_reference.png")), "query": handle_file(str(EXAMPLES / "writer1_forged.png"))}
+
+
+def test_api_lists_the_json_endpoints(client: Client) -> None:
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/verify", "/correspondences", "/attribute", "/dsi"} <= set(endpoints)
+    names = [p["parameter_name"] for p in endpoints["/verify"]["parameters"]]
+    assert names == ["reference", "query", "threshold"]
+
+
+def test_verify_returns_a_consistent_summary(client: Client, pair: dict) -> None:
+    summary = client.predict(**pair, api_name="/verify")
+    assert SUMMARY_KEYS <= set(summary)
+    numbers = [summary[k] for k in ("distance", "global_distance", "structural_distance", "threshold", "seconds")]
+    assert all(math.isfinite(x) for x in numbers)
+    assert summary["distance"] == pytest.approx(summary["global_distance"] + summary["weighted_structural_distance"], abs=1e-5)
+    assert summary["verdict"] == ("genuine" if summary["distance"] <= summary["threshold"] else "forged")
+    # The threshold re-decides the same distance.
+    strict = client.predict(**pair, threshold=0.0, api_name="/verify")
+    lenient = client.predict(**pair, threshold=100.0, api_name="/verify")
+    assert (strict["verdict"], lenient["verdict"]) == ("forged", "genuine")
+    assert strict["distance"] == pytest.approx(summary["distance"], abs=1e-6)
+
+
+def test_correspondences_are_the_heaviest_plan_entries(client: Client, pair: dict) -> None:
+    result = client.predict(**pair, top_k=12, api_name="/correspondences")
+    rows, cols = result["grid"]
+    matches = result["matches"]
+    assert 0 < len(matches) <= 12
+    masses = [m["mass"] for m in matches]
+    assert masses == sorted(masses, reverse=True) and 0 < sum(masses) <= 1 + 1e-6
+    for m in matches:
+        for side in ("reference_patch", "query_patch"):
+            patch = m[side]
+            assert 0 <= patch["token"] < rows * cols and divmod(patch["token"], cols) == (patch["row"], patch["col"])
+        assert math.isfinite(m["cost"]) and -1e-6 <= m["cost"] <= 2 + 1e-6
+    token = matches[0]["reference_patch"]["token"]
+    one = client.predict(**pair, top_k=5, reference_patch=token, api_name="/correspondences")["matches"]
+    assert one and {m["reference_patch"]["token"] for m in one} == {token}
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
+def test_attribute_returns_stats_and_a_map(client: Client, pair: dict, method: str) -> None:
+    result = client.predict(**pair, method=method, target="total", side="query", steps=4, api_name="/attribute")
+    assert result["method"] == method and result["side"] == "query"
+    stats = result["stats"]
+    assert stats["shape"] == [224, 224]
+    assert all(math.isfinite(stats[k]) for k in ("min", "max", "mean", "sum", "abs_sum")) and stats["abs_sum"] > 0
+    if method == "integrated_gradients":
+        assert result["steps"] == 4 and math.isfinite(result["convergence_delta"])
+    else:
+        assert result["convergence_delta"] is None
+    pixels = cv2.imdecode(np.frombuffer(base64.b64decode(result["map_png_base64"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert pixels.shape == (224, 224) and pixels.max() > pixels.min()
+
+
+def test_dsi_knows_which_stages_have_a_frequency_split(client: Client, pair: dict) -> None:
+    first = client.predict(**pair, stage=0, block=0, api_name="/dsi")
+    last = client.predict(**pair, stage=3, block=0, api_name="/dsi")
+    assert (first["pool_size"], first["frequency_split"]) == (4, True)
+    assert (last["pool_size"], last["frequency_split"]) == (1, False)
+    energy = last["query"]["mean_energy"]
+    assert energy["semantic_input"] == pytest.approx(energy["detail_input"])  # no pooling: the same features
+    profile = first["reference"]["frequency_profile"]["detail_input"]
+    assert len(profile["frequency"]) == len(profile["power"]) > 1
+
+
+def test_bad_inputs_give_clear_errors_and_the_app_keeps_serving(client: Client, pair: dict, tmp_path: Path) -> None:
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is text, not a picture")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 300), 255, np.uint8))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(os.urandom(21 * 1024 * 1024))  # over the app's 20 MB upload limit
+    cases = [
+        (dict(pair, reference=handle_file(str(not_an_image))), "/verify", "not an image we can read"),
+        (dict(pair, query=handle_file(str(blank))), "/verify", "No ink found"),
+        (dict(pair, query=None), "/verify", "No query image"),
+        (dict(pair, method="magic"), "/attribute", "method must be one of"),
+        (dict(pair, stage=7), "/dsi", "No DSI block"),
+    ]
+    for arguments, endpoint, message in cases:
+        with pytest.raises(Exception, match=message):
+            client.predict(**arguments, api_name=endpoint)
+    with pytest.raises(Exception):  # noqa: B017 (rejected by the server's upload limit, before our code)
+        client.predict(**dict(pair, query=handle_file(str(huge))), api_name="/verify")
+    assert client.predict(**pair, api_name="/verify")["verdict"] in ("genuine", "forged")
+
+
+def test_drawing_pad_input_is_checked_before_the_model() -> None:
+    with pytest.raises(ValueError, match="drawing pad is empty"):
+        chosen_image("query", None, blank_canvas(), DRAW)
+    with pytest.raises(ValueError, match="No reference signature"):
+        chosen_image("reference", None, blank_canvas(), UPLOAD)
+    drawn = blank_canvas()
+    composite = drawn["background"].copy()
+    cv2.line(composite, (40, 150), (600, 120), (26, 26, 46), 4)
+    drawn["composite"] = composite
+    assert chosen_image("query", None, drawn, DRAW) is composite
+    assert chosen_image("query", "upload.png", drawn, UPLOAD) == "upload.png"
+
+
+def test_examples_are_labelled_pairs() -> None:
+    rows, labels = example_pairs(EXAMPLES)
+    assert len(rows) == len(labels) >= 2
+    assert {label.split(": ")[1] for label in labels} == {"genuine pair", "forgery"}
+    assert all(Path(p).is_file() for row in rows for p in row)
+
+
+@pytest.mark.slow  # a fresh interpreter has to import torch
+def test_offline_hub_weights_fail_with_a_message_not_a_traceback() -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    run = subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--weights", "hf://nobody-here/no-such-dsn-checkpoint", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert run.returncode != 0
+    assert "offline" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_threshold_redecides_without_running_the_model() -> None:
+    from dsn.analysis import analyze_pair
+    from dsn.ui.runtime import load_app_model
+    from dsn.ui.verify_tab import rethreshold
+
+    model, _ = load_app_model()
+    analysis = analyze_pair(model, EXAMPLES / "writer2_reference.png", EXAMPLES / "writer2_genuine.png")
+    judged, banner, bar, summary = rethreshold(analysis, 0.0)
+    assert judged.verification is analysis.verification  # same tensors: nothing was recomputed
+    assert summary["verdict"] == "forged" and "Forged" in banner and bar is not None
+    assert rethreshold(analysis, 100.0)[3]["verdict"] == "genuine"
+    assert rethreshold(None, 0.5)[0] is None

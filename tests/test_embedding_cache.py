@@ -1,0 +1,148 @@
+"""Disk cache of embeddings: hits, invalidation on new weights, corruption, concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dsn.data import ImageCache, SignatureImage, list_images
+from dsn.embedding_cache import CacheStats, EmbeddingCache, cached_embed, weights_hash
+from dsn.model import DetailSemNet
+from dsn.scoring import embed_cache
+
+
+def scribble_png(path: Path, seed: int) -> None:
+    """A dark-on-white random pen trace; content only has to differ per seed."""
+    rng = np.random.default_rng(seed)
+    canvas = np.full((120, 300), 255, np.uint8)
+    points = np.cumsum(rng.normal(0, 14, (25, 2)), axis=0)
+    points = (points - points.mean(0)) / np.abs(points - points.mean(0)).max() * (130, 45) + (150, 60)
+    cv2.polylines(canvas, [points.astype(np.int32)], False, 30, 3, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), canvas)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> list[SignatureImage]:
+    root = tmp_path / "scribbles"
+    for writer in (1, 2, 3):
+        for index in range(1, 4):
+            scribble_png(root / f"{writer:03d}" / "genuine" / f"{index:02d}.png", writer * 10 + index)
+        scribble_png(root / f"{writer:03d}" / "forged" / "01.png", writer * 10 + 9)
+    return list_images(root)
+
+
+@pytest.fixture
+def model() -> DetailSemNet:
+    torch.manual_seed(0)
+    return DetailSemNet(img_size=64).eval()  # small inputs keep the test fast; the cache is size-agnostic
+
+
+def assert_same(a, b) -> None:
+    assert torch.equal(a.global_feature, b.global_feature)
+    assert torch.equal(a.tokens, b.tokens)
+    assert torch.equal(a.ink_mask, b.ink_mask)
+    assert a.grid == b.grid
+
+
+def test_second_run_hits_and_matches_direct_embedding(model, dataset, tmp_path):
+    direct = embed_cache(model, ImageCache(dataset, size=64, progress=False), progress=False)
+    cache = EmbeddingCache(tmp_path / "cache")
+    seen: list[tuple[int, int]] = []
+    first = cache.embed(model, dataset, progress=lambda done, total: seen.append((done, total)))
+    assert (cache.last.hits, cache.last.misses) == (0, len(dataset))
+    assert seen[-1] == (len(dataset), len(dataset))
+    assert_same(first, direct)
+
+    second = cache.embed(model, dataset)
+    assert (cache.last.hits, cache.last.misses) == (len(dataset), 0)
+    assert_same(second, direct)
+    assert cache.last.shard.suffix == ".safetensors"
+
+    # a subset in another order reads the same rows back
+    subset = [dataset[5], dataset[0], dataset[5]]
+    stats = CacheStats()
+    again = cached_embed(model, subset, tmp_path / "cache", stats=stats)
+    assert (stats.hits, stats.misses) == (3, 0)
+    assert_same(again, direct[torch.tensor([5, 0, 5])])
+
+
+def test_new_weights_miss(model, dataset, tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    before = cache.embed(model, dataset)
+    old_hash = weights_hash(model)
+    with torch.no_grad():
+        model.match_proj.weight.mul_(2.0)  # changed in place: same object, new weights
+    assert weights_hash(model) != old_hash
+    after = cache.embed(model, dataset)
+    assert (cache.last.hits, cache.last.misses) == (0, len(dataset))
+    assert not torch.equal(before.tokens, after.tokens)
+    direct = embed_cache(model, ImageCache(dataset, size=64, progress=False), progress=False)
+    assert_same(after, direct)
+
+
+def test_edited_image_misses(model, dataset, tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.embed(model, dataset)
+    scribble_png(dataset[0].path, 999)  # same path, new content
+    cache.embed(model, dataset)
+    assert (cache.last.hits, cache.last.misses) == (len(dataset) - 1, 1)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage"])
+def test_corrupted_shard_is_detected_and_rebuilt(model, dataset, tmp_path, damage):
+    cache = EmbeddingCache(tmp_path / "cache")
+    good = cache.embed(model, dataset)
+    shard = cache.last.shard
+    data = bytearray(shard.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip_byte":
+        data[-10] ^= 0xFF  # inside the tensor bytes: the file still parses, the checksum does not match
+    else:
+        data = bytearray(b"not a safetensors file")
+    shard.write_bytes(bytes(data))
+
+    rebuilt = cache.embed(model, dataset)
+    assert cache.last.corrupt_rebuilt == 1
+    assert (cache.last.hits, cache.last.misses) == (0, len(dataset))
+    assert_same(rebuilt, good)
+    cache.embed(model, dataset)
+    assert (cache.last.hits, cache.last.corrupt_rebuilt) == (len(dataset), 0)
+
+
+def test_concurrent_writers_keep_every_row(model, dataset, tmp_path):
+    """Threads writing disjoint subsets of one shard at once: every row survives, file stays valid."""
+    by_writer = [[im for im in dataset if im.writer == w] for w in (1, 2, 3)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(by_writer))
+
+    def work(images: list[SignatureImage]) -> None:
+        try:
+            start.wait()
+            EmbeddingCache(tmp_path / "cache").embed(model, images)
+        except BaseException as err:  # surfaced by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(images,)) for images in by_writer]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    cache = EmbeddingCache(tmp_path / "cache")
+    everything = cache.embed(model, dataset)
+    assert (cache.last.hits, cache.last.misses, cache.last.corrupt_rebuilt) == (len(dataset), 0, 0)
+    direct = embed_cache(model, ImageCache(dataset, size=64, progress=False), progress=False)
+    assert torch.allclose(everything.tokens, direct.tokens, atol=1e-5)  # other batch sizes: float noise only
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_default_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSN_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert EmbeddingCache().cache_dir == tmp_path / "env-cache"

@@ -1,0 +1,196 @@
+"""Model cards and publishing: the dry run refuses unsafe or broken checkpoints; uploads send exactly the checked files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+
+from dsn.cli import main
+from dsn.model import DetailSemNet
+from dsn.modelcard import REQUIRED_SECTIONS, check_model_card, train_command, write_model_card
+from dsn.publish import MAX_CHECKPOINT_BYTES, PublishError, check_checkpoint, push_checkpoint
+from dsn.train import TrainConfig
+
+VAL = {
+    "eer": 0.081,
+    "auc": 0.97,
+    "threshold": 0.52,
+    "accuracy": 0.91,
+    "far": 0.08,
+    "frr": 0.09,
+    "n_genuine_pairs": 1380,
+    "n_forged_pairs": 2880,
+}
+TEST = {**VAL, "eer": 0.1234, "best_accuracy": 0.9, "eer_global_only": 0.15, "eer_structural_only": 0.2}
+TRAIN_CONFIG = asdict(TrainConfig(data="../shared/datasets/cedar", out="runs/cedar-tiny", epochs=3))
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return DetailSemNet(threshold=0.52).save(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture
+def checkpoint(saved_model: Path, tmp_path: Path) -> Path:
+    """A valid checkpoint: config, safetensors weights, metrics and a complete card."""
+    folder = Path(shutil.copytree(saved_model, tmp_path / "dsnet-tiny-test"))
+    (folder / "metrics.json").write_text(json.dumps({"val": VAL, "test": TEST}))
+    write_model_card(folder, {"val": VAL, "test": TEST}, TRAIN_CONFIG, train_command(TRAIN_CONFIG), repo_id="someone/dsnet-tiny")
+    return folder
+
+
+def dry_run(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["push", "--weights", str(folder), "--repo-id", "someone/dsnet-tiny", "--dry-run"])
+    return code, capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ model card
+def test_model_card_has_front_matter_sections_and_measured_numbers(checkpoint: Path) -> None:
+    text = (checkpoint / "README.md").read_text()
+    assert check_model_card(text) == []
+    card = ModelCard.load(checkpoint / "README.md")
+    assert card.data.library_name == "dsn"
+    assert "cedar" in card.data.datasets and "signature-verification" in card.data.tags
+    assert "| EER | 8.10% | 12.34% |" in text
+    assert "python -m dsn train --data ../shared/datasets/cedar --out runs/cedar-tiny --size dsnet_tiny" in text
+    assert "--epochs 3" in text
+    assert 'DetailSemNet.load("hf://someone/dsnet-tiny")' in text
+    assert "University at Buffalo" in text and "No images are redistributed" in text
+
+
+def test_check_model_card_names_what_is_missing(checkpoint: Path) -> None:
+    text = (checkpoint / "README.md").read_text()
+    assert check_model_card(text.replace("## Limitations\n", "")) == ["README.md lacks the section '## Limitations'"]
+    assert any("front matter" in p for p in check_model_card(text.split("\n---\n", 1)[1]))
+    assert len(check_model_card("# just a title\n")) == 1 + len(REQUIRED_SECTIONS)
+
+
+def test_card_command_merges_test_metrics(saved_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = Path(shutil.copytree(saved_model, tmp_path / "ckpt"))
+    (folder / "metrics.json").write_text(json.dumps({"val": VAL, "epoch": 3, "step": 120}))
+    eval_json, config_json = tmp_path / "eval.json", tmp_path / "train_config.json"
+    command = "python -m dsn evaluate --weights ckpt --data ../shared/datasets/cedar --split test --json"
+    eval_json.write_text(json.dumps({"metrics": TEST, "n_pairs": 4260, "n_images": 240, "split": "test", "command": command}))
+    config_json.write_text(json.dumps(TRAIN_CONFIG))
+    (tmp_path / "last").mkdir()
+    (tmp_path / "last" / "train_state.json").write_text(json.dumps({"epoch": 3, "seconds": 4320.0}))
+    assert main(["card", "--weights", str(folder), "--eval-json", str(eval_json), "--train-config", str(config_json)]) == 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["val"] == VAL and metrics["test"] == TEST and metrics["epoch"] == 3
+    assert metrics["test_info"]["n_pairs"] == 4260
+    text = (folder / "README.md").read_text()
+    assert command in text and check_model_card(text) == []
+    assert "Trained on CPU for 1.2 hours" in text
+
+
+# --------------------------------------------------------------------- dry run
+def test_dry_run_accepts_a_good_checkpoint_and_lists_sizes(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = dry_run(checkpoint, capsys)
+    assert code == 0, out
+    weights_mb = (checkpoint / "model.safetensors").stat().st_size / 1e6
+    assert f"{weights_mb:9.3f} MB  model.safetensors" in out
+    assert "config.json" in out and "README.md" in out and "OK" in out
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        ("pickle_pt", "extra.pt is (or may contain) a pickle"),
+        ("pickle_disguised", "notes.dat is (or may contain) a pickle"),
+        ("no_card", "no README.md model card"),
+        ("oversized", "over the 25 MB limit"),
+        ("config_not_json", "config.json is not valid JSON"),
+        ("config_unknown_key", "config.json is not a DetailSemNet config"),
+        ("config_wrong_architecture", "does not load into the architecture"),
+        ("no_weights", "no model.safetensors"),
+    ],
+)
+def test_dry_run_catches_problems(checkpoint: Path, breakage: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = json.loads((checkpoint / "config.json").read_text())
+    if breakage == "pickle_pt":
+        torch.save({"w": torch.zeros(2)}, checkpoint / "extra.pt")
+    elif breakage == "pickle_disguised":
+        (checkpoint / "notes.dat").write_bytes(pickle.dumps({"harmless": "looking"}, protocol=4))
+    elif breakage == "no_card":
+        (checkpoint / "README.md").unlink()
+    elif breakage == "oversized":
+        with (checkpoint / "extra.safetensors").open("wb") as handle:
+            handle.truncate(MAX_CHECKPOINT_BYTES + 1)  # sparse: costs no disk
+    elif breakage == "config_not_json":
+        (checkpoint / "config.json").write_text("{backbone: dsnet_tiny")
+    elif breakage == "config_unknown_key":
+        (checkpoint / "config.json").write_text(json.dumps({**config, "layers": 12}))
+    elif breakage == "config_wrong_architecture":
+        (checkpoint / "config.json").write_text(json.dumps({**config, "match_dim": 64}))
+    elif breakage == "no_weights":
+        (checkpoint / "model.safetensors").unlink()
+    code, out = dry_run(checkpoint, capsys)
+    assert code == 1
+    assert expected in out
+
+
+def test_hidden_files_are_neither_checked_nor_uploaded(checkpoint: Path) -> None:
+    (checkpoint / ".cache").mkdir()
+    (checkpoint / ".cache" / "lock").write_text("x")
+    report = check_checkpoint(checkpoint)
+    assert report.ok, report.problems
+    assert sorted(name for name, _ in report.files) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+
+
+# ---------------------------------------------------------------------- upload
+@pytest.fixture
+def hub_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Record HfApi's network calls instead of making them (the Hub is a third-party boundary)."""
+    calls: list[tuple[str, dict]] = []
+
+    def recorder(name: str, result: object = None):
+        def method(self: HfApi, *args: object, **kwargs: object) -> object:
+            calls.append((name, {"args": args, **kwargs}))
+            return result
+
+        return method
+
+    class Commit:
+        commit_url = "https://huggingface.co/someone/dsnet-tiny/commit/abc123"
+
+    monkeypatch.setattr(HfApi, "create_repo", recorder("create_repo"))
+    monkeypatch.setattr(HfApi, "create_branch", recorder("create_branch"))
+    monkeypatch.setattr(HfApi, "upload_folder", recorder("upload_folder", Commit()))
+    return calls
+
+
+def test_push_creates_repo_branch_and_uploads_exactly_the_checked_files(checkpoint: Path, hub_calls: list[tuple[str, dict]]) -> None:
+    (checkpoint / ".DS_Store").write_bytes(b"\0")
+    url = push_checkpoint(checkpoint, "someone/dsnet-tiny", private=True, revision="v1")
+    assert url.endswith("/commit/abc123")
+    assert [name for name, _ in hub_calls] == ["create_repo", "create_branch", "upload_folder"]
+    create, branch, upload = (kwargs for _, kwargs in hub_calls)
+    assert create["args"] == ("someone/dsnet-tiny",) and create["private"] is True and create["exist_ok"] is True
+    assert branch["args"] == ("someone/dsnet-tiny",) and branch["branch"] == "v1" and branch["exist_ok"] is True
+    assert upload["repo_id"] == "someone/dsnet-tiny" and upload["revision"] == "v1" and upload["repo_type"] == "model"
+    assert Path(upload["folder_path"]) == checkpoint
+    assert sorted(upload["allow_patterns"]) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+
+
+def test_push_refuses_before_any_network_call(checkpoint: Path, hub_calls: list[tuple[str, dict]]) -> None:
+    (checkpoint / "README.md").unlink()
+    with pytest.raises(PublishError, match="README.md"):
+        push_checkpoint(checkpoint, "someone/dsnet-tiny")
+    with pytest.raises(PublishError, match="owner/name"):
+        push_checkpoint(checkpoint, "not-a-repo-id")
+    assert hub_calls == []
+
+
+def test_push_command_uploads_to_main(checkpoint: Path, hub_calls: list[tuple[str, dict]], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["push", "--weights", str(checkpoint), "--repo-id", "someone/dsnet-tiny"]) == 0
+    assert [name for name, _ in hub_calls] == ["create_repo", "upload_folder"]  # no branch for main
+    assert hub_calls[0][1]["private"] is False and hub_calls[1][1]["revision"] is None
+    assert "hf://someone/dsnet-tiny" in capsys.readouterr().out
