@@ -29,6 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: DSN_DATA_ROOT, several joined with the path separator)",
     )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(env.get("DSN_THREADS", "0")),
+        help="torch CPU threads (default: torch's choice); on a busy shared CPU, 1 avoids thread-barrier stalls",
+    )
     return parser.parse_args(argv)
 
 
@@ -36,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     roots = args.data_root or [p for p in os.environ.get("DSN_DATA_ROOT", "").split(os.pathsep) if p]
     from dsn.weights import WeightsError
+
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     try:
         from dsn.ui.runtime import load_app_model

@@ -15,9 +15,10 @@ SHAP and Occlusion.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,13 @@ from .model import DetailSemNet
 
 METHODS = ("integrated_gradients", "saliency", "gradient_shap", "occlusion", "layer_gradcam")
 TARGETS = ("total", "global", "structural")
+LABELS = {  # display names
+    "integrated_gradients": "Integrated Gradients",
+    "saliency": "Saliency",
+    "gradient_shap": "Gradient SHAP",
+    "occlusion": "Occlusion",
+    "layer_gradcam": "Layer Grad-CAM",
+}
 SIDES = ("reference", "query")
 HEAVY = {  # methods that take seconds on a CPU: the UI should say so before running them
     "integrated_gradients": "one forward and backward pass per step",
@@ -125,10 +133,22 @@ def _skip_unchanged(function: Callable[[torch.Tensor], torch.Tensor], image: tor
     return wrapped
 
 
-def _occluded_windows(image: torch.Tensor, window: int, stride: int) -> int:
-    """How many occlusion windows cover some ink, i.e. how many model evaluations occlusion needs."""
-    ink = (image[:1, :1] > 0).float()
-    return int(torch.nn.functional.max_pool2d(ink, window, stride).sum())
+@contextlib.contextmanager
+def _seeded(device: torch.device) -> Iterator[None]:
+    """Fixed seeds for torch and numpy (Captum draws from both), restoring the caller's random state afterwards."""
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(SEED)
+        np.random.seed(SEED)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+def _window_count(size: tuple[int, int], window: int, stride: int) -> int:
+    """How many positions Occlusion tries (Captum calls the model wrapper once per batch of them)."""
+    return ((size[0] - window) // stride + 1) * ((size[1] - window) // stride + 1)
 
 
 def attribute(
@@ -156,19 +176,20 @@ def attribute(
     _check("side", side, SIDES)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if method == "occlusion" and not 1 <= occlusion_stride <= occlusion_window <= min(analysis.preprocessed(side).image.shape):
+        raise ValueError(f"occlusion needs 1 <= stride <= window <= image size, got window {occlusion_window}, stride {occlusion_stride}")
     start = time.perf_counter()
     model.eval()
     device = next(model.parameters()).device
     batch = batch_size or (64 if device.type == "cuda" else 16)
     image = analysis.preprocessed(side).tensor().to(device)
     blank = torch.zeros_like(image)
+    image.requires_grad_(method != "occlusion")  # Captum would set it anyway, with a warning
     function = distance_function(model, analysis, target, side)
     label = method.replace("_", " ")
     delta: float | None = None
     used_steps: int | None = None
-    fork = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork), torch.enable_grad():
-        torch.manual_seed(SEED)
+    with _seeded(device), torch.enable_grad():
         if method == "integrated_gradients":
             calls = math.ceil(steps / batch) + 1
             ig = IntegratedGradients(_counted(function, calls, progress, label))
@@ -186,7 +207,7 @@ def attribute(
         elif method == "occlusion":
             with torch.no_grad():
                 value = function(image)
-            calls = math.ceil(_occluded_windows(image, occlusion_window, occlusion_stride) / batch) + 1
+            calls = math.ceil(_window_count(tuple(image.shape[-2:]), occlusion_window, occlusion_stride) / batch) + 1
             occlusion = Occlusion(_counted(_skip_unchanged(function, image, value), calls, progress, label))
             window, stride = (1, occlusion_window, occlusion_window), (1, occlusion_stride, occlusion_stride)
             attr = occlusion.attribute(image, sliding_window_shapes=window, strides=stride, baselines=0.0, perturbations_per_eval=batch)

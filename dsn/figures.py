@@ -9,7 +9,6 @@ URIs (small JSON), data overlays as float32 arrays (plotly sends them binary).
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,10 +17,8 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .analysis import PairAnalysis, channel_energy, find_maps, ink_token_centres, radial_power_profile, structural_shares
+from .explain import LABELS, Attribution
 from .preprocess import Preprocessed
-
-if TYPE_CHECKING:
-    from .explain import Attribution
 
 SIDES = ("reference", "query")
 SIDE_COLOURS = {"reference": "#1f77b4", "query": "#d62728"}
@@ -76,9 +73,12 @@ class _Panel:
         ends += [[(k * size_x / grid[1], 0.0), (k * size_x / grid[1], size_y)] for k in range(grid[1] + 1)]
         xs: list[float | None] = []
         ys: list[float | None] = []
+        low, high = np.array([self.x0, 0.0]), np.array([self.x0 + self.width, self.height])
         for a, b in (self.place(np.array(e)) for e in ends):
-            xs += [a[0], b[0], None]
-            ys += [a[1], b[1], None]
+            if np.all(np.minimum(a, b) <= high) and np.all(np.maximum(a, b) >= low):  # clip to the shown image
+                (ax, ay), (bx, by) = np.clip(a, low, high), np.clip(b, low, high)
+                xs += [ax, bx, None]
+                ys += [ay, by, None]
         line = dict(color="rgba(120,120,120,0.3)", width=1)
         return go.Scatter(x=xs, y=ys, mode="lines", line=line, hoverinfo="skip", showlegend=False, name="token grid")
 
@@ -358,7 +358,7 @@ def attribution_figure(attribution: Attribution, image: np.ndarray, opacity: flo
     if attribution.delta is not None:
         details.append(f"convergence δ = {attribution.delta:.2g}")
     details.append(f"colour clipped at {'±' if attribution.signed else ''}{limit:.2g}")
-    title = f"{attribution.method.replace('_', ' ').capitalize()}: {attribution.target} distance w.r.t. the {attribution.side} image"
+    title = f"{LABELS.get(attribution.method, attribution.method)}: {attribution.target} distance w.r.t. the {attribution.side} image"
     return _finish(fig, None, f"{title}<br><sup>{', '.join(details)}</sup>", 460, top=70)
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     drop_path_rate: float = 0.05
     seed: int = 0
     threads: int = 2
+    init: str = ""  # warm start: weights source (folder or hf://) whose weights the model starts from
     notes: dict = field(default_factory=dict)
 
 
@@ -180,6 +181,9 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
     model = DetailSemNet(
         backbone=cfg.backbone, img_size=cfg.img_size, structural_weight=cfg.structural_weight, drop_path_rate=cfg.drop_path_rate
     )
+    if cfg.init:
+        model.load_state_dict(DetailSemNet.load(cfg.init).state_dict())
+        print(f"warm start from {cfg.init}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "step": 0, "best_eer": None, "history": [], "seconds": 0.0}
     if resume and (out / "last" / "train_state.json").is_file():

@@ -149,14 +149,13 @@ def build_app(
 ) -> gr.Blocks:
     """The explorer for ``model``. ``extra_tabs``: builders called inside the main tabs, after "Verify a pair"."""
     if info is None:
-        from .runtime import ModelInfo as _Info
-
-        info = _Info(
+        info = ModelInfo(
             getattr(model, "source", None),
             str(next(model.parameters()).device),
             model.config.backbone,
             sum(p.numel() for p in model.parameters()),
             float(model.config.threshold),
+            structural_weight=float(model.config.structural_weight),
         )
     with gr.Blocks(title="DetailSemNet Explorer", analytics_enabled=False) as demo:
         _header(info)

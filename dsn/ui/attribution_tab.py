@@ -16,18 +16,12 @@ import plotly.graph_objects as go
 import torch
 
 from ..analysis import PairAnalysis
-from ..explain import HEAVY, METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, TARGETS, Attribution, distance_function
+from ..explain import HEAVY, LABELS, METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, TARGETS, Attribution, distance_function
 from ..figures import attribution_figure
 from ..model import DetailSemNet
 from .compute import explain, user_errors
+from .runtime import gpu
 
-LABELS = {
-    "integrated_gradients": "Integrated Gradients",
-    "saliency": "Saliency",
-    "gradient_shap": "GradientShap",
-    "occlusion": "Occlusion",
-    "layer_gradcam": "LayerGradCam (last stage)",
-}
 BATCH = 16  # dsn.explain's CPU batch: the unit of the time estimate
 MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}
 _seconds_per_batch: dict[int, float] = {}  # id(model) -> seconds of one forward + backward over BATCH images
@@ -105,7 +99,7 @@ def build_attribution_tab() -> AttributionView:
         target = gr.Radio(list(TARGETS), value="total", label="Explain which distance")
         side = gr.Radio(["query", "reference"], value="query", label="With respect to")
     with gr.Row():
-        steps = gr.Slider(4, 128, value=32, step=4, label="Steps (IG) / samples (GradientShap)")
+        steps = gr.Slider(4, 128, value=32, step=4, label="Steps (IG) / samples (GradientShap)", elem_id="attr-steps")
         opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Overlay opacity (re-draws, no recompute)")
     info = gr.Markdown(describe(None, METHODS[0], 32), elem_id="attr-info")
     run = gr.Button("Compute attribution", variant="primary", elem_id="attr-run")
@@ -114,6 +108,7 @@ def build_attribution_tab() -> AttributionView:
     return AttributionView(method, target, side, steps, opacity, info, run, figure, stats, gr.State(None, time_to_live=3600))
 
 
+@gpu  # it runs the network: on ZeroGPU that needs a GPU slot like any other model call
 def seconds_per_batch(model: DetailSemNet, analysis: PairAnalysis) -> float:
     """Time one forward + backward over BATCH images, once per process (the first one warms up, the second counts)."""
     key = id(model)

@@ -32,6 +32,12 @@ class ModelInfo:
     parameters: int
     threshold: float
     metrics: dict = field(default_factory=dict)  # flattened numbers from the checkpoint's metrics.json
+    structural_weight: float = 1.0
+
+    @property
+    def max_distance(self) -> float:
+        """Global distance of unit vectors <= 2, cosine cost <= 2: the total never exceeds this."""
+        return 2.0 * (1.0 + self.structural_weight)
 
     @property
     def untrained(self) -> bool:
@@ -97,6 +103,7 @@ def load_app_model(weights: str | None = None, device: torch.device | None = Non
         parameters=sum(p.numel() for p in model.parameters()),
         threshold=float(model.config.threshold),
         metrics=checkpoint_metrics(str(source) if source else None),
+        structural_weight=float(model.config.structural_weight),
     )
     return model, info
 

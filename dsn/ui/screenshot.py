@@ -1,8 +1,8 @@
 """``python -m dsn.ui.screenshot``: the README's picture, taken by driving the real app in Chromium.
 
 Starts the app on a free port, clicks the first example, opens the patch
-correspondence view and saves a full-page screenshot (``assets/screenshot.png``
-by default). Uses Debian's Chromium (``/usr/bin/chromium``) through
+correspondence view and saves the page from the header down to the
+correspondence figure (``assets/screenshot.png`` by default). Uses Debian's Chromium (``/usr/bin/chromium``) through
 Playwright; it never downloads a browser. The browser test reuses these helpers.
 """
 
@@ -103,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         open_example(page)
         show_view(page, "Patch correspondences", "correspondence-plot")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.out), full_page=True)
+        # The whole page down to the correspondence figure: header, inputs, verdict and the matches.
+        bottom = page.evaluate(
+            "() => Math.max(...['#correspondence-plot', '#examples'].map("
+            "s => document.querySelector(s).getBoundingClientRect().bottom + window.scrollY))"
+        )
+        page.screenshot(path=str(args.out), full_page=True, clip={"x": 0, "y": 0, "width": args.width, "height": bottom + 16})
     print(args.out)
     return 0
 

@@ -32,22 +32,34 @@ CSS = """
 """
 
 # Runs once on page load. A MutationObserver re-attaches the listener whenever
-# Gradio re-renders the figure into a new element.
+# Gradio re-renders the figure into a new element. Plotly reports the nearest
+# point, which may be the end of a match line lying exactly on a patch marker,
+# so the patch is looked up by position among the "... patches" marker traces.
 CLICK_JS = f"""
 () => {{
+  const patchAt = (gd, x, y) => {{
+    for (const trace of (gd._fullData || gd.data || [])) {{
+      const name = trace.name || '';
+      if (!name.endsWith(' patches') || !trace.customdata) continue;
+      for (let i = 0; i < trace.x.length; i++) {{
+        if (Math.abs(trace.x[i] - x) < 1e-6 && Math.abs(trace.y[i] - y) < 1e-6) {{
+          return [name.split(' ')[0], trace.customdata[i]];
+        }}
+      }}
+    }}
+    return null;
+  }};
   const attach = () => {{
     document.querySelectorAll('#{CORRESPONDENCE_PLOT_ID} .js-plotly-plot').forEach((gd) => {{
       if (gd.__dsnClick || typeof gd.on !== 'function') return;
       gd.__dsnClick = true;
       gd.on('plotly_click', (event) => {{
         const point = event && event.points && event.points[0];
-        if (!point || point.customdata === undefined || !point.data || !point.data.name) return;
-        const side = point.data.name.startsWith('reference') ? 'reference' : point.data.name.startsWith('query') ? 'query' : null;
-        if (!side || !point.data.name.endsWith('patches')) return;
+        if (!point) return;
+        const found = patchAt(gd, point.x, point.y);
         const box = document.querySelector('#{CLICK_BRIDGE_ID} textarea, #{CLICK_BRIDGE_ID} input');
-        if (!box) return;
-        const token = Array.isArray(point.customdata) ? point.customdata[0] : point.customdata;
-        box.value = side + ':' + token + ':' + Date.now();
+        if (!found || !box) return;
+        box.value = found[0] + ':' + found[1] + ':' + Date.now();
         box.dispatchEvent(new Event('input', {{ bubbles: true }}));
       }});
     }});

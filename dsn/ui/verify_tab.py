@@ -31,10 +31,9 @@ class VerdictView:
 
 
 def threshold_slider(info: ModelInfo) -> gr.Slider:
-    top = round(max(2.0, 3.0 * info.threshold), 2)
     return gr.Slider(
         0.0,
-        top,
+        round(info.max_distance, 3),
         value=info.threshold,
         step=0.005,
         label="Decision threshold (accept as genuine when distance ≤ threshold)",

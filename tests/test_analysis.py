@@ -1,0 +1,158 @@
+"""analyze_pair: one pass over a pair, consistent numbers, and the DSI maps the explorer shows."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dsn.analysis import (
+    PairAnalysis,
+    analyze_pair,
+    channel_energy,
+    find_maps,
+    ink_token_centres,
+    radial_power_profile,
+    structural_shares,
+)
+from dsn.backbone import SIZES
+from dsn.model import DetailSemNet
+from dsn.preprocess import PreprocessError, preprocess
+from dsn.weights import default_weights
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"  # drawn by dsn.synth, shipped with the app
+
+
+def explorer_model() -> DetailSemNet:
+    """The embedded checkpoint when there is one, else a seeded random model with real BatchNorm statistics.
+
+    A fresh DSNet (BatchNorm mean 0 / variance 1, LayerScale 1e-5, bias-free
+    convs) is almost positively homogeneous, so its distance barely depends on
+    ink contrast and gradients say little; statistics from the example images
+    make it respond to its input as a trained network does.
+    """
+    weights = default_weights()
+    if weights:
+        return DetailSemNet.load(weights)
+    torch.manual_seed(0)
+    model = DetailSemNet()
+    images = torch.cat([preprocess(path).tensor() for path in sorted(EXAMPLES.glob("*.png"))])
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model.embed(images)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> DetailSemNet:
+    return explorer_model()
+
+
+@pytest.fixture(scope="module")
+def analysis(model: DetailSemNet) -> PairAnalysis:
+    return analyze_pair(model, EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_forged.png")
+
+
+def test_summary_is_json_and_matches_the_verification(analysis: PairAnalysis) -> None:
+    summary = json.loads(json.dumps(analysis.summary()))
+    v = analysis.verification
+    assert summary["distance"] == pytest.approx(float(v.distance[0]))
+    assert summary["distance"] == pytest.approx(
+        summary["global_distance"] + summary["structural_weight"] * summary["structural_distance"], abs=1e-5
+    )
+    assert summary["weighted_structural_distance"] == pytest.approx(summary["structural_weight"] * summary["structural_distance"])
+    assert summary["verdict"] == ("genuine" if summary["distance"] <= summary["threshold"] else "forged")
+    assert summary["margin"] == pytest.approx(summary["threshold"] - summary["distance"])
+    assert summary["ink_tokens_reference"] == int(v.mask_ref.sum()) == int(analysis.ink("reference").sum())
+    assert summary["ink_tokens_query"] == int(v.mask_query.sum())
+    assert summary["tokens"] == 49
+    assert summary["marginal_error"] < 1e-3
+    assert summary["seconds"] > 0
+    assert summary["untrained"] is (default_weights() is None)
+
+
+def test_analysis_equals_a_direct_model_call(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    with torch.inference_mode():
+        direct = model(analysis.reference.tensor(), analysis.query.tensor())
+    assert float(analysis.verification.distance[0]) == pytest.approx(float(direct.distance[0]), abs=1e-5)
+    assert np.allclose(analysis.plan, direct.plan[0].numpy(), atol=1e-6)
+    assert analysis.plan.shape == analysis.cost.shape == (49, 49)
+    assert analysis.plan.sum() == pytest.approx(1.0, abs=1e-4)
+    off_ink = ~analysis.ink("reference")[:, None] | ~analysis.ink("query")[None, :]
+    assert np.all(analysis.plan[off_ink] == 0)
+
+
+def test_every_block_reports_its_dsi_parts(analysis: PairAnalysis) -> None:
+    depths = SIZES["dsnet_tiny"]["depths"]
+    assert len(analysis.maps_ref) == len(analysis.maps_query) == sum(depths)
+    assert [(m.stage, m.block) for m in analysis.maps_ref] == [(s, b) for s, d in enumerate(depths) for b in range(d)]
+    stage0, last = find_maps(analysis, "query", 0, 1), find_maps(analysis, "query", 3, 0)
+    assert stage0.pool_size == 4 and stage0.detail_input.shape == (1, 32, 56, 56)
+    assert last.pool_size == 1 and torch.equal(last.semantic_input, last.detail_input)
+    # the detail part is the features minus their pooled mean: it averages to ~0 over each pooling cell
+    cell_means = torch.nn.functional.avg_pool2d(stage0.detail_input, 4)
+    assert cell_means.abs().max() < 1e-4 * stage0.detail_input.abs().max() + 1e-6
+    # the two sides are different images, not the same batch item twice
+    assert not torch.equal(analysis.maps_ref[0].detail_input, analysis.maps_query[0].detail_input)
+    with pytest.raises(ValueError, match="available"):
+        find_maps(analysis, "query", 7, 0)
+
+
+def test_sources_of_every_kind_give_the_same_result(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    path = EXAMPLES / "writer1_forged.png"
+    pil = Image.open(path).convert("RGB")
+    for source in (path.read_bytes(), np.asarray(pil), pil, str(path)):
+        other = analyze_pair(model, analysis.reference, source, with_maps=False)
+        assert float(other.verification.distance[0]) == pytest.approx(float(analysis.verification.distance[0]), abs=1e-5)
+        assert other.maps_ref == [] and other.maps_query == []
+
+
+def test_threshold_and_untrained_flag(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    distance = float(analysis.verification.distance[0])
+    above = analyze_pair(model, analysis.reference, analysis.query, threshold=distance + 0.01, with_maps=False)
+    below = analyze_pair(model, analysis.reference, analysis.query, threshold=distance - 0.01, with_maps=False)
+    assert above.summary()["verdict"] == "genuine" and below.summary()["verdict"] == "forged"
+    assert analyze_pair(DetailSemNet(), analysis.reference, analysis.query, with_maps=False).untrained
+    assert not analyze_pair(model, analysis.reference, analysis.query, with_maps=False, untrained=False).untrained
+
+
+def test_unreadable_or_blank_uploads_raise_the_user_facing_error(model: DetailSemNet) -> None:
+    blank = io.BytesIO()
+    Image.new("RGB", (300, 120), "white").save(blank, format="PNG")
+    with pytest.raises(PreprocessError, match="No ink"):
+        analyze_pair(model, blank.getvalue(), EXAMPLES / "writer1_forged.png")
+
+
+def test_token_centres_are_row_major_cell_centres(analysis: PairAnalysis) -> None:
+    centres = ink_token_centres(analysis, "query")
+    assert centres.shape == (49, 2)
+    assert tuple(centres[0]) == (16.0, 16.0) and tuple(centres[1]) == (48.0, 16.0) and tuple(centres[7]) == (16.0, 48.0)
+    assert tuple(centres[48]) == (208.0, 208.0)
+    with pytest.raises(ValueError, match="side"):
+        ink_token_centres(analysis, "left")
+
+
+def test_structural_shares_split_the_structural_distance(analysis: PairAnalysis) -> None:
+    ref_share, query_share = structural_shares(analysis)
+    assert ref_share.sum() == pytest.approx(1.0, abs=1e-5) and query_share.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(ref_share[~analysis.ink("reference")] == 0) and np.all(query_share[~analysis.ink("query")] == 0)
+    assert (analysis.plan * analysis.cost).sum() == pytest.approx(float(analysis.verification.structural_distance[0]), rel=1e-4)
+
+
+def test_radial_profile_and_channel_energy_on_known_signals() -> None:
+    checker = torch.from_numpy(np.indices((16, 16)).sum(0) % 2 * 2.0 - 1.0).float()[None, None].repeat(1, 3, 1, 1)
+    freq, power = radial_power_profile(checker)
+    assert freq[0] < freq[-1] <= 0.5
+    assert power.argmax() == len(power) - 1  # alternating pixels: all power at the top frequency
+    freq, power = radial_power_profile(torch.ones(1, 3, 16, 16))
+    assert power.argmax() == 0 and power[1:].max() < 1e-9  # constant: all power at zero frequency
+    energy = channel_energy(torch.stack([torch.full((4, 4), 3.0), torch.full((4, 4), 4.0)])[None])
+    assert energy.shape == (4, 4) and np.allclose(energy, np.sqrt((9 + 16) / 2))
