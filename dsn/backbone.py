@@ -52,7 +52,9 @@ class DSIBlock(nn.Module):
 
 
 class DSNetStage(nn.Module):
-    def __init__(self, in_dim: int, dim: int, depth: int, pool_size: int, mlp_ratio: float, drop_paths: Sequence[float], first: bool) -> None:
+    def __init__(
+        self, in_dim: int, dim: int, depth: int, pool_size: int, mlp_ratio: float, drop_paths: Sequence[float], first: bool
+    ) -> None:
         super().__init__()
         self.downsample = nn.Identity() if first else conv_bn(in_dim, dim, 2)
         self.blocks = nn.ModuleList(DSIBlock(dim, pool_size, mlp_ratio, dp) for dp in drop_paths)

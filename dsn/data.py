@@ -50,9 +50,7 @@ def _writer_folders(root: Path) -> dict[int, Path]:
     return {int(p.name): p for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
 
 
-def list_images(
-    root: str | Path, writers: Iterable[int] | None = None
-) -> list[SignatureImage]:
+def list_images(root: str | Path, writers: Iterable[int] | None = None) -> list[SignatureImage]:
     """All signatures under `root`, sorted by (writer, genuine first, index).
 
     A fixed order makes pair indices, caches and splits reproducible.
@@ -77,9 +75,7 @@ def list_images(
                 if path.stem.isdigit():
                     images.append(SignatureImage(path, writer, genuine, int(path.stem)))
     if not images:
-        raise ValueError(
-            f"no images in {root}: expected <writer, 3 digits>/{{genuine,forged}}/<index>.png"
-        )
+        raise ValueError(f"no images in {root}: expected <writer, 3 digits>/{{genuine,forged}}/<index>.png")
     return sorted(images, key=lambda im: (im.writer, not im.genuine, im.index))
 
 
@@ -100,9 +96,7 @@ def load_splits(root: str | Path) -> dict[str, list[int]]:
             content = content[root.name]
         missing = [s for s in ("train", "val", "test") if s not in content]
         if missing:
-            raise ValueError(
-                f"{candidate} lacks the {missing} split(s) for '{root.name}'"
-            )
+            raise ValueError(f"{candidate} lacks the {missing} split(s) for '{root.name}'")
         return {s: [int(w) for w in content[s]] for s in ("train", "val", "test")}
     raise ValueError(f"no splits.json in {root} or {root.parent}")
 
@@ -148,9 +142,7 @@ def _layout_of(path: Path) -> tuple[int, bool, int] | None:
     return None
 
 
-def read_pairs_csv(
-    path: str | Path, root: str | Path | None = None
-) -> tuple[list[SignatureImage], list[Pair]]:
+def read_pairs_csv(path: str | Path, root: str | Path | None = None) -> tuple[list[SignatureImage], list[Pair]]:
     """Pairs from a CSV with columns reference,query,label.
 
     Relative paths are taken from `root`, else from the CSV's folder. Writer,
@@ -176,9 +168,7 @@ def read_pairs_csv(
         if file in positions:
             known = images[positions[file]]
             if known.genuine != genuine:
-                raise ValueError(
-                    f"row {row}: {file} is used both as genuine and as forged"
-                )
+                raise ValueError(f"row {row}: {file} is used both as genuine and as forged")
             return positions[file]
         writer, index = (layout[0], layout[2]) if layout else (-1, len(images))
         positions[file] = len(images)
@@ -216,9 +206,7 @@ def write_pairs_csv(
         writer = csv.writer(handle)
         writer.writerow(["reference", "query", "label"])
         for pair in pairs:
-            writer.writerow(
-                [relative(images[pair.a]), relative(images[pair.b]), int(pair.genuine)]
-            )
+            writer.writerow([relative(images[pair.a]), relative(images[pair.b]), int(pair.genuine)])
 
 
 class Augment:
@@ -247,13 +235,9 @@ class Augment:
         center = np.array([(width - 1) / 2, (height - 1) / 2])
         offset = center - linear @ center + shift
         matrix = np.hstack([linear, offset[:, None]]).astype(np.float32)
-        return cv2.warpAffine(
-            image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0.0
-        )
+        return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0.0)
 
-    def __call__(
-        self, image: np.ndarray, rng: np.random.Generator | None = None
-    ) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         rng = self.rng if rng is None else rng
         out = np.asarray(image, dtype=np.float32)
         if out.ndim != 2:
@@ -269,9 +253,7 @@ class Augment:
                 out = cv2.dilate(out, self.kernel)
             else:
                 weight = rng.uniform(0.2, 0.5) * s
-                out = cv2.addWeighted(
-                    out, 1 - weight, cv2.erode(out, self.kernel), weight, 0.0
-                )
+                out = cv2.addWeighted(out, 1 - weight, cv2.erode(out, self.kernel), weight, 0.0)
         if rng.random() < 0.6:  # ink darkness and tone curve
             gain = 1 - rng.uniform(0, 0.2) * s
             gamma = math.exp(rng.uniform(-0.3, 0.3) * s)
@@ -288,22 +270,14 @@ class ImageCache:
     """Preprocessed images held in memory as uint8 so that training/evaluation
     preprocess each file once (224x224 uint8 = 49 KB an image)."""
 
-    def __init__(
-        self, images: Sequence[SignatureImage], size: int = 224, progress: bool = True
-    ):
+    def __init__(self, images: Sequence[SignatureImage], size: int = 224, progress: bool = True):
         self.images = list(images)
         self.size = size
         self.pixels = np.empty((len(self.images), size, size), dtype=np.uint8)
-        for i, image in enumerate(
-            tqdm(self.images, desc="preprocessing", unit="img", disable=not progress)
-        ):
-            array = np.asarray(
-                preprocess(image.path, size=size).image, dtype=np.float32
-            )
+        for i, image in enumerate(tqdm(self.images, desc="preprocessing", unit="img", disable=not progress)):
+            array = np.asarray(preprocess(image.path, size=size).image, dtype=np.float32)
             if array.shape != (size, size):
-                raise ValueError(
-                    f"preprocess gave {array.shape} for {image.path}, not {size}x{size}"
-                )
+                raise ValueError(f"preprocess gave {array.shape} for {image.path}, not {size}x{size}")
             self.pixels[i] = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
 
     def __len__(self) -> int:

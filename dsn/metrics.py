@@ -56,9 +56,7 @@ def _sweep(d: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return thresholds, accepted_pos, accepted_neg
 
 
-def roc_points(
-    distances: ArrayLike, labels: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_points(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC as ``(far, frr, thresholds)``, one point per distinct threshold, ascending.
 
     far[k] = share of forged pairs with distance <= thresholds[k] (false accepts);
@@ -97,9 +95,7 @@ def equal_error_rate(distances: ArrayLike, labels: ArrayLike) -> tuple[float, fl
     cross = int(np.argmax(gap >= 0))
     if gap[cross] == 0:
         last_equal = cross + int(np.argmax(gap[cross:] > 0)) - 1
-        return float(far[cross]), _midpoint(
-            thresholds[cross], thresholds[last_equal + 1]
-        )
+        return float(far[cross]), _midpoint(thresholds[cross], thresholds[last_equal + 1])
     before = cross - 1
     weight = -gap[before] / (gap[cross] - gap[before])
     eer = far[before] + weight * (far[cross] - far[before])
@@ -113,9 +109,7 @@ def roc_auc(distances: ArrayLike, labels: ArrayLike) -> float:
     return float(np.trapezoid(1.0 - frr, far))
 
 
-def rates_at(
-    distances: ArrayLike, labels: ArrayLike, threshold: float
-) -> dict[str, float | int]:
+def rates_at(distances: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, float | int]:
     """Counts and rates when accepting iff ``distance <= threshold``."""
     d, y = _validate(distances, labels)
     accepted = d <= threshold
@@ -154,9 +148,7 @@ def best_accuracy(distances: ArrayLike, labels: ArrayLike) -> tuple[float, float
     return float(correct[best] / d.size), threshold
 
 
-def summarize(
-    distances: ArrayLike, labels: ArrayLike, threshold: float
-) -> dict[str, float | int | str]:
+def summarize(distances: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, float | int | str]:
     """Every metric above as JSON-friendly numbers, for reports and model cards.
 
     ``threshold`` should come from validation writers; ``best_accuracy`` is

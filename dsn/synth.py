@@ -35,36 +35,85 @@ _GLYPHS: dict[str, tuple[tuple[float, float], ...]] = {
     "u": ((0.1, 0.9), (0.12, 0.15), (0.35, 0.0), (0.6, 0.9), (0.62, 0.12), (0.8, 0.0), (1.0, 0.3)),
     "o": ((0.55, 0.9), (0.25, 0.75), (0.15, 0.2), (0.45, 0.0), (0.7, 0.45), (0.55, 0.92), (0.45, 0.75), (0.95, 0.75)),
     "a": ((0.6, 0.75), (0.35, 0.9), (0.08, 0.4), (0.3, 0.0), (0.6, 0.5), (0.65, 0.92), (0.62, 0.15), (0.78, 0.0), (1.0, 0.3)),
-    "g": ((0.6, 0.75), (0.35, 0.9), (0.08, 0.4), (0.3, 0.0), (0.6, 0.5), (0.66, 0.9), (0.6, -0.5),
-          (0.38, -1.05), (0.15, -0.8), (0.5, -0.15), (0.95, 0.3)),
-    "y": ((0.1, 0.9), (0.12, 0.15), (0.35, 0.0), (0.62, 0.9), (0.58, -0.5), (0.35, -1.05), (0.12, -0.8),
-          (0.5, -0.15), (0.95, 0.3)),
+    "g": (
+        (0.6, 0.75),
+        (0.35, 0.9),
+        (0.08, 0.4),
+        (0.3, 0.0),
+        (0.6, 0.5),
+        (0.66, 0.9),
+        (0.6, -0.5),
+        (0.38, -1.05),
+        (0.15, -0.8),
+        (0.5, -0.15),
+        (0.95, 0.3),
+    ),
+    "y": ((0.1, 0.9), (0.12, 0.15), (0.35, 0.0), (0.62, 0.9), (0.58, -0.5), (0.35, -1.05), (0.12, -0.8), (0.5, -0.15), (0.95, 0.3)),
     "i": ((0.1, 0.3), (0.3, 0.88), (0.28, 0.1), (0.45, 0.0), (0.7, 0.3)),
     "t": ((0.1, 0.3), (0.35, 1.6), (0.28, 0.15), (0.45, 0.0), (0.75, 0.3)),
     "r": ((0.1, 0.3), (0.2, 0.9), (0.4, 0.85), (0.45, 0.7), (0.62, 0.78), (0.6, 0.05), (0.85, 0.3)),
-    "h": ((0.1, 0.3), (0.55, 1.5), (0.45, 2.1), (0.2, 1.75), (0.18, 0.0), (0.3, 0.6), (0.6, 0.88),
-          (0.72, 0.45), (0.75, 0.0), (1.0, 0.3)),
+    "h": ((0.1, 0.3), (0.55, 1.5), (0.45, 2.1), (0.2, 1.75), (0.18, 0.0), (0.3, 0.6), (0.6, 0.88), (0.72, 0.45), (0.75, 0.0), (1.0, 0.3)),
     "c": ((0.1, 0.3), (0.65, 0.8), (0.45, 0.92), (0.15, 0.5), (0.3, 0.0), (0.75, 0.25)),
     "s": ((0.1, 0.2), (0.45, 0.9), (0.58, 0.35), (0.4, 0.0), (0.22, 0.15), (0.55, 0.1), (0.8, 0.3)),
 }
-_LETTER_WEIGHTS = {"e": 6, "a": 5, "n": 5, "o": 4, "r": 4, "i": 4, "l": 4, "t": 3, "s": 3,
-                   "h": 2, "u": 2, "m": 2, "c": 2, "g": 1, "y": 1}
+_LETTER_WEIGHTS = {"e": 6, "a": 5, "n": 5, "o": 4, "r": 4, "i": 4, "l": 4, "t": 3, "s": 3, "h": 2, "u": 2, "m": 2, "c": 2, "g": 1, "y": 1}
 _MARKS: dict[str, tuple[tuple[float, float], ...]] = {  # i-dot, t-cross (relative to glyph)
     "i": ((0.32, 1.45), (0.42, 1.52)),
     "t": ((-0.05, 1.0), (0.4, 1.08), (0.85, 1.12)),
 }
 # Capital letters: several strokes; the last one runs on into the word.
 _CAPITALS: tuple[tuple[tuple[tuple[float, float], ...], ...], ...] = (
-    (((0.3, 0.2), (0.7, 1.4), (1.2, 2.5), (1.6, 2.8), (1.35, 2.25), (0.7, 0.9), (0.25, 0.0), (-0.1, 0.35),
-      (0.5, 0.35), (1.3, 0.1), (1.6, 0.3)),),
-    (((0.0, 0.0), (0.3, 1.6), (0.45, 2.5), (0.6, 1.2), (0.75, 0.1), (0.95, 1.3), (1.15, 2.4), (1.3, 1.1),
-      (1.35, 0.1), (1.6, 0.3)),),
-    (((1.3, 2.3), (0.7, 2.55), (0.1, 1.6), (0.2, 0.3), (0.9, 0.0), (1.55, 1.0), (1.4, 2.3), (0.8, 2.6),
-      (0.6, 2.2), (1.3, 1.6), (1.7, 0.4)),),
-    (((-0.3, 2.2), (0.6, 2.55), (1.5, 2.45), (2.0, 2.7)),
-     ((0.95, 2.45), (0.85, 1.3), (0.6, 0.1), (0.2, -0.05), (0.1, 0.3), (0.9, 0.35), (1.5, 0.25))),
-    (((0.3, -0.2), (0.5, 1.2), (0.6, 2.5), (1.3, 2.65), (1.55, 2.0), (0.9, 1.35), (0.55, 1.45),
-      (1.3, 1.0), (1.45, 0.35), (1.2, 0.0), (0.8, 0.1), (1.6, 0.3)),),
+    (
+        (
+            (0.3, 0.2),
+            (0.7, 1.4),
+            (1.2, 2.5),
+            (1.6, 2.8),
+            (1.35, 2.25),
+            (0.7, 0.9),
+            (0.25, 0.0),
+            (-0.1, 0.35),
+            (0.5, 0.35),
+            (1.3, 0.1),
+            (1.6, 0.3),
+        ),
+    ),
+    (((0.0, 0.0), (0.3, 1.6), (0.45, 2.5), (0.6, 1.2), (0.75, 0.1), (0.95, 1.3), (1.15, 2.4), (1.3, 1.1), (1.35, 0.1), (1.6, 0.3)),),
+    (
+        (
+            (1.3, 2.3),
+            (0.7, 2.55),
+            (0.1, 1.6),
+            (0.2, 0.3),
+            (0.9, 0.0),
+            (1.55, 1.0),
+            (1.4, 2.3),
+            (0.8, 2.6),
+            (0.6, 2.2),
+            (1.3, 1.6),
+            (1.7, 0.4),
+        ),
+    ),
+    (
+        ((-0.3, 2.2), (0.6, 2.55), (1.5, 2.45), (2.0, 2.7)),
+        ((0.95, 2.45), (0.85, 1.3), (0.6, 0.1), (0.2, -0.05), (0.1, 0.3), (0.9, 0.35), (1.5, 0.25)),
+    ),
+    (
+        (
+            (0.3, -0.2),
+            (0.5, 1.2),
+            (0.6, 2.5),
+            (1.3, 2.65),
+            (1.55, 2.0),
+            (0.9, 1.35),
+            (0.55, 1.45),
+            (1.3, 1.0),
+            (1.45, 0.35),
+            (1.2, 0.0),
+            (0.8, 0.1),
+            (1.6, 0.3),
+        ),
+    ),
 )
 
 
@@ -77,8 +126,7 @@ class _Stroke:
 _InkPath = tuple[np.ndarray, np.ndarray, np.ndarray, bool]  # points, width, opacity, blobbed ends
 
 
-def _plan_word(rng: np.random.Generator, x0: float, n_letters: int,
-               shape: dict[str, float]) -> tuple[list[_Stroke], float]:
+def _plan_word(rng: np.random.Generator, x0: float, n_letters: int, shape: dict[str, float]) -> tuple[list[_Stroke], float]:
     """Capital plus connected lowercase letters; returns strokes and the end x."""
     cap = _CAPITALS[rng.integers(len(_CAPITALS))]
     cap_scale = shape["cap_scale"]
@@ -102,8 +150,7 @@ def _plan_word(rng: np.random.Generator, x0: float, n_letters: int,
         cursor += glyph[:, 0].max() + rng.uniform(0.0, 0.15)
     if shape["wave_tail"]:  # letters that dissolve into a shrinking wave, common in signatures
         n = rng.integers(2, 5)
-        wave = [(cursor + 0.35 * k + dx, amp) for k in range(n)
-                for dx, amp in ((0.1, 0.8 * 0.75**k), (0.28, 0.05))]
+        wave = [(cursor + 0.35 * k + dx, amp) for k in range(n) for dx, amp in ((0.1, 0.8 * 0.75**k), (0.28, 0.05))]
         main.append(np.array([*wave, (cursor + 0.35 * n + 0.6, 0.25)]))
         cursor += 0.35 * n + 0.6
     word = [_Stroke(s, "main") for s in strokes] + [_Stroke(np.concatenate(main), "main")]
@@ -112,9 +159,13 @@ def _plan_word(rng: np.random.Generator, x0: float, n_letters: int,
 
 def _plan_signature(rng: np.random.Generator) -> list[_Stroke]:
     """The writer's identity: words, letters, marks and flourish in x-height units."""
-    shape = {"cap_scale": rng.uniform(0.85, 1.2), "width": rng.uniform(0.8, 1.3),
-             "ascender": rng.uniform(0.8, 1.25), "descender": rng.uniform(0.8, 1.3),
-             "wave_tail": float(rng.random() < 0.4)}
+    shape = {
+        "cap_scale": rng.uniform(0.85, 1.2),
+        "width": rng.uniform(0.8, 1.3),
+        "ascender": rng.uniform(0.8, 1.25),
+        "descender": rng.uniform(0.8, 1.3),
+        "wave_tail": float(rng.random() < 0.4),
+    }
     strokes: list[_Stroke] = []
     x = 0.0
     if rng.random() < 0.7:  # a first name or initial before the surname
@@ -132,8 +183,7 @@ def _plan_signature(rng: np.random.Generator) -> list[_Stroke]:
     elif style == "swoop":  # the last letter's tail sweeps back left under the name
         idx = len(strokes) - 1 - sum(s.kind == "mark" for s in last)
         span = x_end - x
-        tail = np.array([(x_end + 0.5, 0.7), (x_end + 0.3, -0.4), (x_end - 0.35 * span, -0.85),
-                         (x - 0.1 * span, -0.6), (x - 0.3, -0.3)])
+        tail = np.array([(x_end + 0.5, 0.7), (x_end + 0.3, -0.4), (x_end - 0.35 * span, -0.85), (x - 0.1 * span, -0.6), (x - 0.3, -0.3)])
         tail += rng.normal(0, 0.06, tail.shape)
         strokes[idx] = _Stroke(np.concatenate([strokes[idx].points, tail]), "main")
     return strokes
@@ -144,7 +194,7 @@ def _centripetal_catmull_rom(points: np.ndarray, samples_per_segment: int = 24) 
     if len(points) < 2:
         return points.copy()
     ext = np.concatenate([2 * points[:1] - points[1:2], points, 2 * points[-1:] - points[-2:-1]])
-    p0, p1, p2, p3 = (ext[i:i + len(points) - 1][:, None, :] for i in range(4))
+    p0, p1, p2, p3 = (ext[i : i + len(points) - 1][:, None, :] for i in range(4))
 
     def knot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.maximum(np.linalg.norm(b - a, axis=-1, keepdims=True) ** 0.5, 1e-4)
@@ -208,8 +258,7 @@ class SyntheticWriter:
         """One natural specimen: RGB uint8 (250, 600, 3), dark ink on light paper."""
         return self._render(_sample_seed(rng_or_seed), None, paper)
 
-    def forgery(self, rng_or_seed: int | np.random.Generator, skill: float = 0.7,
-                paper: str = "white") -> np.ndarray:
+    def forgery(self, rng_or_seed: int | np.random.Generator, skill: float = 0.7, paper: str = "white") -> np.ndarray:
         """A skilled imitation: same design, but tremor, blunt even pressure,
         pen lifts, angular curves and slightly wrong proportions; `skill` in
         [0, 1] scales how far it strays (1 = best forger)."""
@@ -266,8 +315,7 @@ class SyntheticWriter:
                 out.append((piece, width, opacity, forged and stroke.kind != "mark"))
         return out
 
-    def _pressure(self, path: np.ndarray, rng: np.random.Generator, forged: bool,
-                  skill: float) -> tuple[np.ndarray, np.ndarray]:
+    def _pressure(self, path: np.ndarray, rng: np.random.Generator, forged: bool, skill: float) -> tuple[np.ndarray, np.ndarray]:
         """Downstrokes press harder, fast genuine strokes taper at both ends;
         forgers draw slowly with flat pressure and blunt ends."""
         tangent = np.gradient(path, axis=0)
@@ -305,14 +353,14 @@ def _forge_path(path: np.ndarray, rng: np.random.Generator, unskill: float) -> l
         start = int(rng.integers(0, n - span))
         knots = np.arange(start, start + span + 1, int(rng.uniform(10, 20) / _STEP_PX))
         for a, b in itertools.pairwise(knots):  # straight chords instead of the curve
-            path[a:b + 1] = np.linspace(path[a], path[b], b - a + 1)
+            path[a : b + 1] = np.linspace(path[a], path[b], b - a + 1)
     lifts = rng.poisson(n / 600 * (0.6 + 2.5 * unskill))
     cuts = np.sort(rng.choice(np.arange(20, max(21, n - 20)), size=min(lifts, max(0, n - 40) // 30), replace=False))
     pieces, prev = [], 0
     for cut in cuts:
         if cut - prev < 15:
             continue
-        pieces.append(path[prev:cut + 1].copy())
+        pieces.append(path[prev : cut + 1].copy())
         prev = cut + int(rng.integers(-3, 4))  # restart with a small gap or overlap
         path[prev:] += rng.normal(0, 0.6, 2)  # ...and not quite where the pen left
     pieces.append(path[prev:])
@@ -347,8 +395,7 @@ def _draw_ink(paths: list[_InkPath], rng: np.random.Generator) -> np.ndarray:
         chosen = all_segs[all_keys == key]
         cv2.polylines(canvas, list(chosen), False, int(255 * (key // 256) / 15), int(key % 256), cv2.LINE_8, shift)
     for centre, radius, opacity in blobs:
-        cv2.circle(canvas, tuple(int(v) for v in centre), int(radius * (1 << shift)), int(255 * opacity), -1,
-                   cv2.LINE_8, shift)
+        cv2.circle(canvas, tuple(int(v) for v in centre), int(radius * (1 << shift)), int(255 * opacity), -1, cv2.LINE_8, shift)
     alpha = cv2.resize(canvas, CANVAS_HW[::-1], interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     grain = 1 + 0.1 * rng.standard_normal(alpha.shape).astype(np.float32)  # ballpoint graininess
     return np.clip(alpha * grain, 0, 1)
@@ -362,8 +409,7 @@ def _low_frequency(rng: np.random.Generator, cells: tuple[int, int]) -> np.ndarr
 
 def _composite(alpha: np.ndarray, ink_rgb: np.ndarray, paper: str, rng: np.random.Generator) -> np.ndarray:
     """Lay ink on paper; 'photo' adds uneven light, blur and sensor noise."""
-    base = {"white": (249, 249, 247), "grey": (212, 212, 208), "yellow": (243, 232, 188),
-            "photo": (232, 228, 218)}[paper]
+    base = {"white": (249, 249, 247), "grey": (212, 212, 208), "yellow": (243, 232, 188), "photo": (232, 228, 218)}[paper]
     tone = np.array(base, np.float32) + rng.normal(0, 1.5) + rng.normal(0, 0.5, 3).astype(np.float32)
     sheet = tone[None, None, :] + 1.5 * _low_frequency(rng, (4, 8))[..., None]
     image = sheet * (1 - alpha[..., None]) + ink_rgb[None, None, :] * alpha[..., None]
@@ -394,8 +440,11 @@ def make_example_pairs(out_dir: Path, n_writers: int = 3) -> list[tuple[Path, Pa
     for index, seed in enumerate(GALLERY_WRITER_SEEDS[:n_writers]):
         writer = SyntheticWriter(seed)
         paper = query_papers[index]
-        images = {"reference": writer.genuine(1, "white"), "genuine": writer.genuine(2, paper),
-                  "forged": writer.forgery(3, skill=0.7, paper=paper)}
+        images = {
+            "reference": writer.genuine(1, "white"),
+            "genuine": writer.genuine(2, paper),
+            "forged": writer.forgery(3, skill=0.7, paper=paper),
+        }
         paths = {role: out_dir / f"writer{index + 1}_{role}.png" for role in images}
         for role, image in images.items():
             cv2.imwrite(str(paths[role]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6])

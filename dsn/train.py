@@ -157,7 +157,9 @@ def train_step(model: DetailSemNet, images: torch.Tensor, writers: torch.Tensor,
     main = loss_of(result.distance)
     # each part alone must also separate (its margins scaled by its share of the total)
     share = 1.0 / (1.0 + cfg.structural_weight)
-    parts = loss_of(result.global_distance, share) + loss_of(result.structural_distance * cfg.structural_weight, cfg.structural_weight * share)
+    parts = loss_of(result.global_distance, share) + loss_of(
+        result.structural_distance * cfg.structural_weight, cfg.structural_weight * share
+    )
     loss = main + cfg.part_loss_weight * parts
     return {"loss": loss, "main": main.detach(), "pairs": len(a)}
 

@@ -23,9 +23,7 @@ from dsn.data import (
 )
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_datasets = pytest.mark.skipif(
-    not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}"
-)
+needs_datasets = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
 
 # writer -> (number of genuine, number of forged): deliberately uneven.
 TINY_LAYOUT = {1: (3, 2), 2: (4, 0), 7: (1, 3), 12: (11, 1)}
@@ -36,12 +34,8 @@ def scribble(seed: int, size: int = 224) -> np.ndarray:
     rng = np.random.default_rng(seed)
     canvas = np.zeros((size, size), np.uint8)
     points = np.cumsum(rng.normal(0, 12, (30, 2)), axis=0)
-    points = (
-        (points - points.mean(0)) / np.abs(points - points.mean(0)).max() * size * 0.36
-    )
-    cv2.polylines(
-        canvas, [(points + size / 2).astype(np.int32)], False, 255, 2, cv2.LINE_AA
-    )
+    points = (points - points.mean(0)) / np.abs(points - points.mean(0)).max() * size * 0.36
+    cv2.polylines(canvas, [(points + size / 2).astype(np.int32)], False, 255, 2, cv2.LINE_AA)
     return canvas.astype(np.float32) / 255
 
 
@@ -54,12 +48,8 @@ def tiny_dataset(tmp_path: Path) -> Path:
             folder = root / f"{writer:03d}" / class_name
             folder.mkdir(parents=True)
             for index in range(1, count + 1):
-                ink = scribble(
-                    writer * 100 + index + (50 if class_name == "forged" else 0), 96
-                )
-                cv2.imwrite(
-                    str(folder / f"{index:02d}.png"), (255 - ink * 200).astype(np.uint8)
-                )
+                ink = scribble(writer * 100 + index + (50 if class_name == "forged" else 0), 96)
+                cv2.imwrite(str(folder / f"{index:02d}.png"), (255 - ink * 200).astype(np.uint8))
     (root / "README.txt").write_text("not a writer")
     (root / "notes").mkdir()
     (root / "001" / "genuine" / "thumbs.db").write_text("ignored")
@@ -79,9 +69,7 @@ def test_list_images_order_and_fields(tiny_dataset: Path):
     assert all(im.genuine == (im.path.parent.name == "genuine") for im in images)
 
 
-def test_list_images_filters_writers_and_rejects_bad_input(
-    tiny_dataset: Path, tmp_path: Path
-):
+def test_list_images_filters_writers_and_rejects_bad_input(tiny_dataset: Path, tmp_path: Path):
     assert {im.writer for im in list_images(tiny_dataset, writers=[7, 2])} == {2, 7}
     with pytest.raises(ValueError, match="writers \\[5\\]"):
         list_images(tiny_dataset, writers=[1, 5])
@@ -121,14 +109,10 @@ def test_splits_inside_dataset_folder_and_missing(tmp_path: Path):
     root.mkdir()
     with pytest.raises(ValueError, match="no splits.json"):
         load_splits(root)
-    (tmp_path / "splits.json").write_text(
-        json.dumps({"cedar": {"train": [], "val": [], "test": []}})
-    )
+    (tmp_path / "splits.json").write_text(json.dumps({"cedar": {"train": [], "val": [], "test": []}}))
     with pytest.raises(ValueError, match="no splits for dataset 'other'"):
         load_splits(root)
-    (root / "splits.json").write_text(
-        json.dumps({"train": [1], "val": [2], "test": [3]})
-    )
+    (root / "splits.json").write_text(json.dumps({"train": [1], "val": [2], "test": [3]}))
     assert load_splits(root) == {"train": [1], "val": [2], "test": [3]}
 
 
@@ -171,9 +155,7 @@ def test_pairs_csv_round_trip(tiny_dataset: Path, tmp_path: Path):
     read_images, read_pairs = read_pairs_csv(csv_path)
 
     def as_rows(imgs, prs):
-        return [
-            (imgs[p.a].path.resolve(), imgs[p.b].path.resolve(), p.genuine) for p in prs
-        ]
+        return [(imgs[p.a].path.resolve(), imgs[p.b].path.resolve(), p.genuine) for p in prs]
 
     assert as_rows(read_images, read_pairs) == as_rows(images, pairs)
     original = {im.path.resolve(): im for im in images}
@@ -187,16 +169,12 @@ def test_pairs_csv_round_trip(tiny_dataset: Path, tmp_path: Path):
 
     write_pairs_csv(tmp_path / "rooted.csv", images, pairs, root=tiny_dataset)
     assert "\n001/genuine/01.png," in (tmp_path / "rooted.csv").read_text()
-    rooted_images, rooted_pairs = read_pairs_csv(
-        tmp_path / "rooted.csv", root=tiny_dataset
-    )
+    rooted_images, rooted_pairs = read_pairs_csv(tmp_path / "rooted.csv", root=tiny_dataset)
     assert as_rows(rooted_images, rooted_pairs) == as_rows(images, pairs)
 
 
 def test_pairs_csv_word_labels_and_free_paths(tmp_path: Path):
-    (tmp_path / "pairs.csv").write_text(
-        "reference,query,label\nref.png,q1.png,genuine\nref.png,q2.png,Forged\nother.png,q1.png,1\n"
-    )
+    (tmp_path / "pairs.csv").write_text("reference,query,label\nref.png,q1.png,genuine\nref.png,q2.png,Forged\nother.png,q1.png,1\n")
     images, pairs = read_pairs_csv(tmp_path / "pairs.csv")
     assert [p.genuine for p in pairs] == [True, False, True]
     assert [im.path.name for im in images] == [
@@ -212,9 +190,7 @@ def test_pairs_csv_word_labels_and_free_paths(tmp_path: Path):
     (tmp_path / "bad.csv").write_text("reference,query,label\na.png,b.png,maybe\n")
     with pytest.raises(ValueError, match="row 2"):
         read_pairs_csv(tmp_path / "bad.csv")
-    (tmp_path / "clash.csv").write_text(
-        "reference,query,label\na.png,b.png,0\nb.png,c.png,1\n"
-    )
+    (tmp_path / "clash.csv").write_text("reference,query,label\na.png,b.png,0\nb.png,c.png,1\n")
     with pytest.raises(ValueError, match="both as genuine and as forged"):
         read_pairs_csv(tmp_path / "clash.csv")
 
@@ -244,9 +220,7 @@ def test_augment_changes_the_image_but_keeps_the_ink():
         # Jitter moves strokes by a few pixels, so compare masks with that tolerance.
         near_before = cv2.dilate(before.astype(np.uint8), tolerance) > 0
         near_after = cv2.dilate(after.astype(np.uint8), tolerance) > 0
-        overlaps.append(
-            (near_before & near_after).sum() / (near_before | near_after).sum()
-        )
+        overlaps.append((near_before & near_after).sum() / (near_before | near_after).sum())
     assert changed >= 32
     assert np.mean(overlaps) > 0.7 and min(overlaps) > 0.45
     assert min(ink_ratios) > 0.35 and max(ink_ratios) < 3.0

@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import binary_dilation
 
-from dsn.analysis import PairAnalysis, analyze_pair
+from dsn.analysis import PairAnalysis
 from dsn.explain import HEAVY, METHODS, TARGETS, attribute, distance_function
 from dsn.model import DetailSemNet
-from dsn.preprocess import preprocess
-from dsn.weights import default_weights
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"  # drawn by dsn.synth, shipped with the app
-
-
-def explorer_model() -> DetailSemNet:
-    """The embedded checkpoint when there is one, else a seeded random model with BatchNorm statistics of the examples.
-
-    With fresh BatchNorm statistics a random DSNet is almost positively
-    homogeneous: its distance is then constant along the path from blank
-    paper except at the very start, and no attribution method can be tested
-    meaningfully on it (see tests/test_analysis.py).
-    """
-    weights = default_weights()
-    if weights:
-        return DetailSemNet.load(weights)
-    torch.manual_seed(0)
-    model = DetailSemNet()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model.embed(torch.cat([preprocess(path).tensor() for path in sorted(EXAMPLES.glob("*.png"))]))
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def model() -> DetailSemNet:
-    return explorer_model()
-
-
-@pytest.fixture(scope="module")
-def analysis(model: DetailSemNet) -> PairAnalysis:
-    return analyze_pair(model, EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_forged.png")
 
 
 def test_names_are_checked_before_any_work(model: DetailSemNet, analysis: PairAnalysis) -> None:

@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-import torch
 
 from dsn import figures
-from dsn.analysis import PairAnalysis, analyze_pair, structural_shares
+from dsn.analysis import PairAnalysis, structural_shares
 from dsn.explain import attribute
 from dsn.model import DetailSemNet
-from dsn.preprocess import preprocess
-from dsn.weights import default_weights
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"  # drawn by dsn.synth, shipped with the app
-
-
-def explorer_model() -> DetailSemNet:
-    """The embedded checkpoint when there is one, else a seeded random model with BatchNorm statistics of the examples.
-
-    (Fresh BatchNorm statistics leave a random DSNet almost positively
-    homogeneous, so all its tokens look alike; see tests/test_analysis.py.)
-    """
-    weights = default_weights()
-    if weights:
-        return DetailSemNet.load(weights)
-    torch.manual_seed(0)
-    model = DetailSemNet()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model.embed(torch.cat([preprocess(path).tensor() for path in sorted(EXAMPLES.glob("*.png"))]))
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def model() -> DetailSemNet:
-    return explorer_model()
-
-
-@pytest.fixture(scope="module")
-def analysis(model: DetailSemNet) -> PairAnalysis:
-    return analyze_pair(model, EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_forged.png")
 
 
 def traces(fig: go.Figure, name: str) -> list:

@@ -48,9 +48,7 @@ def count_rates(d, y, threshold):
     return tp, fp, tn, fn
 
 
-CASES = [random_scores(seed) for seed in range(4)] + [
-    random_scores(seed, rounded=True) for seed in range(10, 13)
-]
+CASES = [random_scores(seed) for seed in range(4)] + [random_scores(seed, rounded=True) for seed in range(10, 13)]
 
 
 @pytest.mark.parametrize("d, y", CASES)
@@ -75,11 +73,7 @@ def test_eer_matches_independent_interpolation(d, y):
     assert eer == pytest.approx(reference_eer(d, y), abs=1e-6)
     rates = rates_at(d, y, threshold)
     # At the returned threshold the EER lies between the actual FAR and FRR.
-    assert (
-        min(rates["far"], rates["frr"]) - 1e-12
-        <= eer
-        <= max(rates["far"], rates["frr"]) + 1e-12
-    )
+    assert min(rates["far"], rates["frr"]) - 1e-12 <= eer <= max(rates["far"], rates["frr"]) + 1e-12
 
 
 @pytest.mark.parametrize("d, y", CASES)
@@ -97,10 +91,7 @@ def test_rates_at_match_direct_counting(d, y):
 def test_best_accuracy_is_the_brute_force_maximum(d, y):
     accuracy, threshold = best_accuracy(d, y)
     candidates = np.r_[d.min() - 1, np.unique(d)]
-    brute = max(
-        (tp + tn) / len(d)
-        for tp, _, tn, _ in (count_rates(d, y, t) for t in candidates)
-    )
+    brute = max((tp + tn) / len(d) for tp, _, tn, _ in (count_rates(d, y, t) for t in candidates))
     assert accuracy == pytest.approx(brute, abs=1e-15)
     assert rates_at(d, y, threshold)["accuracy"] == pytest.approx(accuracy, abs=1e-15)
 

@@ -31,7 +31,7 @@ def _layout(image: np.ndarray) -> np.ndarray:
     """Coarse ink map of the cropped signature, tolerant to a pixel or two of drift."""
     mask = _ink_mask(image)
     ys, xs = np.nonzero(mask)
-    crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32)
+    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
     small = cv2.resize(crop, (120, 48), interpolation=cv2.INTER_AREA)
     return cv2.GaussianBlur(small, (0, 0), 1.5) > 0.1
 
@@ -139,8 +139,7 @@ def test_make_example_pairs_writes_what_it_lists(tmp_path: Path) -> None:
 
 
 def test_cli_writes_the_gallery(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "dsn.synth", str(tmp_path), "1"], cwd=REPO,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "dsn.synth", str(tmp_path), "1"], cwd=REPO, capture_output=True, text=True, check=True)
     listed = {Path(name) for line in result.stdout.splitlines() for name in line.split("\t")[:2]}
     assert len(listed) == 3 and all(path.is_file() for path in listed)
 
