@@ -78,7 +78,10 @@ def test_plan_heatmap_is_the_ink_plan_in_percent(analysis: PairAnalysis) -> None
     z = np.asarray(heat.z)
     assert z.shape == (n_ref, n_query) and np.asarray(heat.customdata).shape == (n_ref, n_query)
     assert z.sum() == pytest.approx(100.0, abs=0.01)
-    assert np.allclose(z.sum(1), 100.0 / n_ref, atol=1e-3)  # every reference patch sends the same share
+    # every reference patch sends the same share, up to the Sinkhorn marginal error the analysis reports
+    gap = 100.0 * float(analysis.verification.transport.marginal_error[0])
+    assert gap < 0.2  # a real coupling: under 0.2 % of the mass misplaced
+    assert np.allclose(z.sum(1), 100.0 / n_ref, atol=gap + 1e-3)
     assert "query patch %{x}" in heat.hovertemplate and "%{customdata" in heat.hovertemplate
     assert len(heat.x) == n_query and len(heat.y) == n_ref
 
