@@ -39,6 +39,15 @@ def explorer_model() -> DetailSemNet:
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors on a shared CPU: extra threads only add contention (use with pytest.mark.usefixtures)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
 def model() -> DetailSemNet:
     return explorer_model()
 

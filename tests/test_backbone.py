@@ -11,14 +11,7 @@ import dsn.backbone  # noqa: F401  (registers dsnet_* with timm)
 from dsn.backbone import POOL_SIZES, SIZES
 from dsn.dsi import DetailSemanticsIntegrator, DSIMaps
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared CPU: extra threads only add contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(batch: int = 1, size: int = 224) -> torch.Tensor:

@@ -20,13 +20,7 @@ EVAL = DetailSemNetConfig()
 MARGINAL_TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: extra threads only fight the other jobs on a shared CPU (80x slower measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_tokens(batch: int, n: int, dim: int = 16, seed: int = 0) -> torch.Tensor:

@@ -15,13 +15,7 @@ from dsn.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsError
 SIZE = 64  # a 2x2 final grid: every code path, a fraction of the compute
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared CPU: extra threads only add contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
