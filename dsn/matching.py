@@ -97,6 +97,8 @@ def sinkhorn(
     backpropagating through every iteration. ``unroll=True`` differentiates
     through the iterations instead.
     """
+    if iterations < 1 or epsilon <= 0:
+        raise ValueError(f"Sinkhorn needs iterations >= 1 and epsilon > 0 (got {iterations}, {epsilon}): no plan is a coupling otherwise")
     batch, n, m = cost.shape
     if mask_a is None:
         mask_a = torch.ones(batch, n, dtype=torch.bool, device=cost.device)

@@ -130,7 +130,7 @@ class DetailSemNet(
             ref.ink_mask,
             query.ink_mask,
             epsilon=epsilon,
-            iterations=iterations or self.config.sinkhorn_iterations,
+            iterations=self.config.sinkhorn_iterations if iterations is None else iterations,
         )
         weight = self.config.structural_weight
         return Verification(
@@ -169,8 +169,13 @@ class DetailSemNet(
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, **kwargs) -> DetailSemNet:  # hub mixin hook
-        source = model_id if Path(model_id).is_dir() else f"hf://{model_id}" + (f"@{revision}" if revision else "")
-        return cls.load(source, kwargs.get("map_location", "cpu"))
+        if Path(model_id).is_dir():
+            return cls.load(model_id, kwargs.get("map_location", "cpu"))
+        from .weights import fetch_from_hub, load_model
+
+        source = f"hf://{model_id}" + (f"@{revision}" if revision else "")
+        hub = {k: kwargs[k] for k in ("token", "cache_dir", "force_download", "local_files_only") if kwargs.get(k) is not None}
+        return load_model(cls, fetch_from_hub(source, **hub), kwargs.get("map_location", "cpu"), name=source)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -57,8 +57,11 @@ def parse_hub_source(source: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
-def fetch_from_hub(source: str) -> Path:
-    """Download (or find in the cache) config + weights; return the local snapshot folder."""
+def fetch_from_hub(source: str, **hub_kwargs: object) -> Path:
+    """Download (or find in the cache) config + weights; return the local snapshot folder.
+
+    `hub_kwargs` (token, cache_dir, force_download, local_files_only) go to ``hf_hub_download``.
+    """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -71,8 +74,8 @@ def fetch_from_hub(source: str) -> Path:
 
     repo_id, revision = parse_hub_source(source)
     try:
-        config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
-        hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision)
+        config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **hub_kwargs)
+        hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, **hub_kwargs)
     # LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub >= 1.0: it must be caught first.
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise WeightsError(
@@ -108,8 +111,10 @@ def resolve(source: str | Path) -> Path:
     return folder
 
 
-def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.device = "cpu") -> ModelT:
+def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.device = "cpu", name: str | None = None) -> ModelT:
+    """`name` is what the model reports as its source (e.g. the hf:// address of a downloaded folder)."""
     folder = resolve(source)
+    source = name or source
     try:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except json.JSONDecodeError as err:

@@ -169,3 +169,16 @@ def test_threshold_redecides_without_running_the_model() -> None:
     assert summary["verdict"] == "forged" and "Forged" in banner and bar is not None
     assert rethreshold(analysis, 100.0)[3]["verdict"] == "genuine"
     assert rethreshold(None, 0.5)[0] is None
+
+
+def test_header_names_the_checkpoint_without_the_servers_paths(tmp_path: Path) -> None:
+    from dsn.ui.runtime import ModelInfo
+    from dsn.weights import CHECKPOINTS_DIR
+
+    def label(source: str | None) -> str:
+        return ModelInfo(source=source, device="cpu", backbone="dsnet_tiny", parameters=1, threshold=0.5).source_label
+
+    assert label(str(CHECKPOINTS_DIR / "dsnet-tiny-cedar")) == "checkpoints/dsnet-tiny-cedar"
+    assert label(str(tmp_path / "runs" / "mine")) == "mine"  # outside the project: the folder's name only
+    assert label("hf://owner/repo@v1") == "hf://owner/repo@v1"
+    assert label(None) == "random initialisation"

@@ -41,6 +41,8 @@ for i, source in enumerate(sys.argv[3:]):
     try:
         if source.startswith("mixin:"):
             model = DetailSemNet.from_pretrained(source[len("mixin:"):])
+        elif source.startswith("mixin-cache:"):  # the mixin's cache_dir must reach the download
+            model = DetailSemNet.from_pretrained(source[len("mixin-cache:"):], revision="v1", cache_dir=f"{sys.argv[2]}/own-cache")
         else:
             model = DetailSemNet.load(source)
     except WeightsError as err:
@@ -49,7 +51,7 @@ for i, source in enumerate(sys.argv[3:]):
     with torch.inference_mode():
         distance = model(inputs["ref"], inputs["query"]).distance
     save_file({"distance": distance, **model.state_dict()}, f"{sys.argv[2]}/{i}.safetensors")
-    results.append({"source": source, "threshold": model.config.threshold})
+    results.append({"source": source, "threshold": model.config.threshold, "model_source": model.source})
 print(json.dumps(results))
 """
 
@@ -202,6 +204,7 @@ def test_download_then_offline_cache(hub: FakeHub, models: dict, inputs: Path, t
         "hf://owner/model@nope",
         "hf://owner/empty",
         "mixin:owner/model",
+        "mixin-cache:owner/model",
     ]
     online = {
         r["source"]: (i, r) for i, r in enumerate(load_in_subprocess(sources, inputs, tmp_path / "online", hub.endpoint, hf_home, False))
@@ -209,14 +212,20 @@ def test_download_then_offline_cache(hub: FakeHub, models: dict, inputs: Path, t
 
     main_model, v1_model = models["main"][0], models["v1"][0]
     index, result = online["hf://owner/model"]
-    assert result == {"source": "hf://owner/model", "threshold": 0.25}
+    assert result == {"source": "hf://owner/model", "threshold": 0.25, "model_source": "hf://owner/model"}
     assert_same_model(tmp_path / "online" / f"{index}.safetensors", main_model, inputs)
     index, result = online["hf://owner/model@v1"]
     assert result["threshold"] == 1.25, "@v1 must load the v1 revision, not main"
     assert_same_model(tmp_path / "online" / f"{index}.safetensors", v1_model, inputs)
     index, result = online["mixin:owner/model"]
     assert result["threshold"] == 0.25, result
+    assert result["model_source"] == "hf://owner/model", "the model must say where it came from, not the cache path"
     assert_same_model(tmp_path / "online" / f"{index}.safetensors", main_model, inputs)
+    index, result = online["mixin-cache:owner/model"]
+    assert result["threshold"] == 1.25, result  # revision="v1" was passed
+    assert result["model_source"] == "hf://owner/model@v1"
+    own_cache = tmp_path / "online" / "own-cache" / "models--owner--model" / "snapshots" / COMMITS["v1"]
+    assert (own_cache / "model.safetensors").is_file(), "from_pretrained(cache_dir=...) was ignored"
 
     assert "not found" in online["hf://owner/missing"][1]["error"]
     assert "'nope' does not exist" in online["hf://owner/model@nope"][1]["error"]

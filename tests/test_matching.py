@@ -173,3 +173,10 @@ def test_cosine_cost_range() -> None:
     assert np.allclose(torch.diagonal(cost[:, :, :7], dim1=1, dim2=2).numpy(), 0, atol=1e-6)
     assert np.allclose(torch.diagonal(cost[:, :, 7:], dim1=1, dim2=2).numpy(), 2, atol=1e-6)
     assert ((cost >= -1e-6) & (cost <= 2 + 1e-6)).all()
+
+
+@pytest.mark.parametrize(("iterations", "epsilon"), [(0, 0.05), (-3, 0.05), (10, 0.0)])
+def test_settings_that_cannot_give_a_coupling_are_refused(iterations: int, epsilon: float) -> None:
+    cost = cosine_cost(random_tokens(1, 4), random_tokens(1, 5, seed=1))
+    with pytest.raises(ValueError, match="iterations >= 1 and epsilon > 0"):
+        sinkhorn(cost, epsilon=epsilon, iterations=iterations)

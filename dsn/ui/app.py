@@ -100,7 +100,7 @@ TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main t
 
 def _header(info: ModelInfo) -> None:
     size = f"{info.parameters / 1e6:.1f} M parameters"
-    weights = "random initialisation" if info.untrained else f"`{info.source}`"
+    weights = "random initialisation" if info.untrained else f"`{info.source_label}`"
     metrics = ""
     if info.metrics:
         wanted = [(k, v) for k, v in info.metrics.items() if any(s in k.lower() for s in ("eer", "auc", "acc", "far", "frr"))]
