@@ -166,13 +166,23 @@ def add_card_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-config", required=True, help="train_config.json of the training run")
     p.add_argument("--train-command", default=None, help="exact training command (default: rebuilt from the config)")
     p.add_argument("--repo-id", default=None, help="OWNER/NAME used in the card's loading example")
+    p.add_argument("--cross-eval-json", action="append", default=[], help="`evaluate --json` output on another dataset (repeatable)")
+    p.add_argument("--training-hours", type=float, default=None, help="total training time, when the weights come from several runs")
 
 
 def run_card(args: argparse.Namespace) -> int:
     from .modelcard import card_from_files
 
     try:
-        path = card_from_files(args.weights, args.eval_json, args.train_config, command=args.train_command, repo_id=args.repo_id)
+        path = card_from_files(
+            args.weights,
+            args.eval_json,
+            args.train_config,
+            command=args.train_command,
+            repo_id=args.repo_id,
+            cross_eval_jsons=args.cross_eval_json,
+            training_hours=args.training_hours,
+        )
     except (OSError, ValueError, KeyError) as err:  # missing file, bad JSON, eval JSON without "metrics"
         print(f"error: {err!r}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The shipped default checkpoint: loads, is publishable, and does what its metrics.json claims."""
+"""The shipped checkpoints: they load, are publishable, and do what their metrics.json claims."""
 
 from __future__ import annotations
 
@@ -13,51 +13,65 @@ from dsn.evaluate import evaluate, load_images_and_pairs
 from dsn.model import DetailSemNet
 from dsn.modelcard import check_model_card
 from dsn.publish import check_checkpoint
+from dsn.weights import DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "checkpoints" / "dsnet-tiny-cedar"
 DATASETS = REPO.parent / "shared" / "datasets"
-needs_checkpoint = pytest.mark.skipif(not (CHECKPOINT / "model.safetensors").is_file(), reason=f"no default checkpoint at {CHECKPOINT}")
-needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
+# checkpoint folder -> (dataset it was trained and tested on, pairs in that test protocol)
+SHIPPED = {"dsnet-tiny-cedar": ("cedar", 4260), "dsnet-tiny-bengali": ("bhsig-bengali", 35925)}
 
 
-@pytest.fixture(scope="module")
-def model() -> DetailSemNet:
-    return DetailSemNet.load(CHECKPOINT)
+def checkpoint_params(slow: bool = False) -> list:
+    marks = [pytest.mark.slow] if slow else []
+    params = []
+    for name, (dataset, n_pairs) in SHIPPED.items():
+        folder = REPO / "checkpoints" / name
+        skips = [
+            pytest.mark.skipif(not (folder / "model.safetensors").is_file(), reason=f"no checkpoint at {folder}"),
+            pytest.mark.skipif(not (DATASETS / dataset).is_dir(), reason=f"real dataset not found at {DATASETS / dataset}"),
+        ]
+        params.append(pytest.param(folder, DATASETS / dataset, n_pairs, id=name, marks=[*marks, *skips]))
+    return params
 
 
-@pytest.fixture(scope="module")
-def claimed() -> dict:
-    return json.loads((CHECKPOINT / "metrics.json").read_text())
+def claimed_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
 
 
-@needs_checkpoint
-def test_default_checkpoint_loads_and_is_publishable(model: DetailSemNet, claimed: dict) -> None:
+def test_the_default_checkpoint_is_shipped() -> None:
+    assert DEFAULT_CHECKPOINT in SHIPPED
+    assert (REPO / "checkpoints" / DEFAULT_CHECKPOINT / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("folder", "dataset", "n_pairs"), checkpoint_params())
+def test_checkpoint_loads_and_is_publishable(folder: Path, dataset: Path, n_pairs: int) -> None:
+    model = DetailSemNet.load(folder)
+    claimed = claimed_metrics(folder)
     assert model.config.backbone == "dsnet_tiny"
-    report = check_checkpoint(CHECKPOINT)
+    report = check_checkpoint(folder)
     assert report.ok, report.problems
-    assert check_model_card((CHECKPOINT / "README.md").read_text()) == []
+    assert check_model_card((folder / "README.md").read_text()) == []
     assert {"val", "test"} <= set(claimed)
+    assert claimed["test_info"]["data"].rstrip("/").endswith(dataset.name)
     # test accuracy/FAR/FRR must have been measured at the threshold the checkpoint ships with
     assert claimed["test"]["threshold"] == pytest.approx(model.config.threshold, abs=1e-6)
-    assert claimed["test"]["n_genuine_pairs"] + claimed["test"]["n_forged_pairs"] == 4260
+    assert claimed["test"]["n_genuine_pairs"] + claimed["test"]["n_forged_pairs"] == n_pairs
     assert 0.0 <= claimed["test"]["eer"] < 0.5
 
 
-@needs_checkpoint
-@needs_cedar
-def test_verdicts_on_real_test_pairs_agree_with_claimed_rates(model: DetailSemNet, claimed: dict) -> None:
-    """On 25 real CEDAR test pairs (2 genuine + 2 forged of each test writer), the number of correct
-    verdicts must be plausible under the claimed FAR and FRR (one-sided binomial test)."""
-    test_images = split_images(DATASETS / "cedar", "test")
+@pytest.mark.parametrize(("folder", "dataset", "n_pairs"), checkpoint_params())
+def test_verdicts_on_real_test_pairs_agree_with_claimed_rates(folder: Path, dataset: Path, n_pairs: int) -> None:
+    """On real test pairs (2 genuine + 2 forged of five test writers), the number of correct verdicts
+    must be plausible under the claimed FAR and FRR (one-sided binomial test)."""
+    model, test = DetailSemNet.load(folder), claimed_metrics(folder)["test"]
+    test_images = split_images(dataset, "test")
     images = []
-    for writer in sorted({im.writer for im in test_images}):
+    for writer in sorted({im.writer for im in test_images})[:5]:
         of_writer = [im for im in test_images if im.writer == writer]
         images += [im for im in of_writer if im.genuine][:2] + [im for im in of_writer if not im.genuine][:2]
     result = evaluate(model, images, progress=False)
     n_genuine, n_forged = int(result.scores.genuine.sum()), int((~result.scores.genuine).sum())
     assert (n_genuine, n_forged) == (5, 20)
-    test = claimed["test"]
     expected_accuracy = (n_genuine * (1 - test["frr"]) + n_forged * (1 - test["far"])) / (n_genuine + n_forged)
     correct = int(result.correct.sum())
     assert binom.cdf(correct, n_genuine + n_forged, expected_accuracy) > 1e-3, (
@@ -65,13 +79,12 @@ def test_verdicts_on_real_test_pairs_agree_with_claimed_rates(model: DetailSemNe
     )
 
 
-@pytest.mark.slow
-@needs_checkpoint
-@needs_cedar
-def test_full_test_protocol_reproduces_claimed_eer(model: DetailSemNet, claimed: dict) -> None:
-    images, pairs = load_images_and_pairs(DATASETS / "cedar", "test")
+@pytest.mark.parametrize(("folder", "dataset", "n_pairs"), checkpoint_params(slow=True))
+def test_full_test_protocol_reproduces_claimed_eer(folder: Path, dataset: Path, n_pairs: int) -> None:
+    model, test = DetailSemNet.load(folder), claimed_metrics(folder)["test"]
+    images, pairs = load_images_and_pairs(dataset, "test")
     result = evaluate(model, images, pairs, progress=False)
-    assert len(result.pairs) == 4260
-    assert result.metrics["eer"] == pytest.approx(claimed["test"]["eer"], abs=1e-4)
+    assert len(result.pairs) == n_pairs
+    assert result.metrics["eer"] == pytest.approx(test["eer"], abs=1e-4)
     # a pair whose distance sits on the threshold may flip with float summation order: allow two
-    assert result.metrics["accuracy"] == pytest.approx(claimed["test"]["accuracy"], abs=2 / 4260)
+    assert result.metrics["accuracy"] == pytest.approx(test["accuracy"], abs=2 / n_pairs)

@@ -89,6 +89,32 @@ def test_card_command_merges_test_metrics(saved_model: Path, tmp_path: Path, cap
     text = (folder / "README.md").read_text()
     assert command in text and check_model_card(text) == []
     assert "Trained on CPU for 1.2 hours" in text
+    assert "Not measured on other datasets yet." in text and "5 test writers of CEDAR" in text
+
+
+def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(saved_model, tmp_path / "ckpt"))
+    (folder / "metrics.json").write_text(json.dumps({"val": VAL}))
+    eval_json, cross_json, config_json = tmp_path / "eval.json", tmp_path / "cross.json", tmp_path / "train_config.json"
+    eval_json.write_text(json.dumps({"metrics": TEST, "n_pairs": 4260, "data": "../shared/datasets/cedar", "command": "eval cedar"}))
+    cross_command = "python -m dsn evaluate --weights ckpt --data ../shared/datasets/bhsig-bengali --split test --json"
+    cross = {**TEST, "eer": 0.2598, "auc": 0.8165}
+    cross_json.write_text(
+        json.dumps({"metrics": cross, "n_pairs": 35925, "data": "../shared/datasets/bhsig-bengali", "command": cross_command})
+    )
+    config_json.write_text(json.dumps(TRAIN_CONFIG))
+    args = ["card", "--weights", str(folder), "--eval-json", str(eval_json), "--train-config", str(config_json)]
+    assert main([*args, "--cross-eval-json", str(cross_json), "--training-hours", "2.5"]) == 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["cross_dataset"]["bhsig-bengali"]["metrics"] == cross
+    assert metrics["cross_dataset"]["bhsig-bengali"]["n_pairs"] == 35925
+    text = (folder / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| BHSig-Bengali test"))
+    assert "| 35925 | 25.98% | 0.8165 |" in row and cross_command in row
+    assert "Trained on CPU for 2.5 hours" in text and check_model_card(text) == []
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"metrics": cross}))  # no "data": which dataset was it?
+    assert main([*args, "--cross-eval-json", str(bad)]) == 2
 
 
 # --------------------------------------------------------------------- dry run
