@@ -16,6 +16,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder, e.g. runs/cedar-tiny")
     p.add_argument("--size", dest="backbone", default="dsnet_tiny", choices=["dsnet_tiny", "dsnet_small", "dsnet_base"])
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        help="end this call after that epoch (resume later; the schedule still spans --epochs)",
+    )
     defaults = TrainConfig(data="", out="")
     for f in fields(TrainConfig):
         if f.name in {"data", "out", "backbone", "notes"}:
@@ -29,7 +35,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    state = run(cfg, resume=args.resume)
+    state = run(cfg, resume=args.resume, stop_after=args.stop_after_epoch)
     print(json.dumps({"best_val_eer": state["best_eer"], "epochs": state["epoch"], "steps": state["step"]}))
     return 0
 

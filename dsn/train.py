@@ -29,6 +29,7 @@ from .data import Augment, ImageCache, SignatureImage, protocol_pairs, split_ima
 from .losses import double_margin_loss
 from .metrics import equal_error_rate, summarize
 from .model import DetailSemNet
+from .modelcard import train_command, write_model_card
 from .scoring import embed_cache, score_pairs
 
 
@@ -164,7 +165,21 @@ def train_step(model: DetailSemNet, images: torch.Tensor, writers: torch.Tensor,
     return {"loss": loss, "main": main.detach(), "pairs": len(a)}
 
 
-def run(cfg: TrainConfig, resume: bool = False) -> dict:
+def write_run_card(folder: Path, cfg: TrainConfig, val: dict, seconds: float) -> None:
+    """A model card for a checkpoint fresh from training: validation numbers only, test not yet measured."""
+    write_model_card(
+        folder,
+        {"val": val},
+        asdict(cfg),
+        train_command(asdict(cfg)),
+        datasets=(Path(cfg.data).name,),
+        training_hours=seconds / 3600,
+    )
+
+
+def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) the run in ``cfg.out``; ``stop_after`` ends this call after that epoch,
+    the learning-rate schedule still spanning ``cfg.epochs``, so a run can be split across sessions."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +209,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
     augment = Augment(cfg.augment)
     total_steps = cfg.epochs * cfg.steps_per_epoch
 
-    while state["epoch"] < cfg.epochs:
+    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    while state["epoch"] < last_epoch:
         epoch = state["epoch"]
         size = cfg.warm_size if epoch < cfg.warm_epochs else cfg.img_size
         cache = caches.get(size, caches[cfg.img_size])
@@ -237,6 +253,10 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
             state["best_eer"] = val["eer"]
             model.save(out / "best")
             (out / "best" / "metrics.json").write_text(json.dumps({"val": val, "epoch": epoch + 1, "step": state["step"]}, indent=2))
+            write_run_card(out / "best", cfg, val, state["seconds"])
         save_state(out / "last", model, optimizer, state)
+        if val is not None:
+            (out / "last" / "metrics.json").write_text(json.dumps({"val": val, "epoch": epoch + 1, "step": state["step"]}, indent=2))
+            write_run_card(out / "last", cfg, val, state["seconds"])
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
     return state

@@ -1,0 +1,140 @@
+"""Training: batches score every pair once, the schedule is sane, and a short real run learns,
+writes a loadable checkpoint with metrics and a card, and resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dsn.data import ImageCache, split_images
+from dsn.model import DetailSemNet
+from dsn.modelcard import check_model_card
+from dsn.train import TrainConfig, batch_pairs, learning_rate, run, sample_batch, train_step
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_batch_pairs_score_each_kind_once_and_weigh_kinds_as_wholes() -> None:
+    # writer 1: genuine, genuine, forged; writer 2: genuine, forged
+    writers = torch.tensor([1, 1, 1, 2, 2])
+    genuine = torch.tensor([True, True, False, True, False])
+    a, b, positive, weight = batch_pairs(writers, genuine, random_weight=0.5)
+    pairs = {(int(i), int(j)) for i, j in zip(a, b)}
+    assert len(pairs) == len(a), "a pair is scored twice"
+    assert pairs == {(0, 1), (0, 2), (1, 2), (3, 4), (0, 3), (1, 3)}  # forgeries of other writers are not pairs
+    assert all(genuine[i] for i, _ in pairs), "the genuine image must be the reference"
+    assert positive.tolist() == [(i, j) == (0, 1) for i, j in zip(a.tolist(), b.tolist())]
+    skilled = {(0, 2), (1, 2), (3, 4)}
+    kinds = {"positive": {(0, 1)}, "skilled": skilled, "random": {(0, 3), (1, 3)}}
+    totals = {
+        kind: sum(float(w) for i, j, w in zip(a.tolist(), b.tolist(), weight) if (i, j) in members) for kind, members in kinds.items()
+    }
+    assert totals == pytest.approx({"positive": 1.0, "skilled": 1.0, "random": 0.5})
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    cfg = TrainConfig(data="", out="", lr=1e-3, warmup_steps=10)
+    rates = [learning_rate(cfg, step, 100) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(x >= y for x, y in itertools.pairwise(rates[9:])), "cosine decay must not increase"
+    assert rates[100] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sample_batch_takes_whole_writers_without_repeats() -> None:
+    from dsn.data import SignatureImage
+
+    images = [SignatureImage(Path(f"{w}_{g}_{i}.png"), w, g, i) for w in range(1, 9) for g in (True, False) for i in range(5)]
+    cfg = TrainConfig(data="", out="", writers_per_batch=3, genuine_per_writer=4, forged_per_writer=2)
+    batch = sample_batch(images, cfg, np.random.default_rng(0))
+    assert len(batch) == len(set(batch)) == 3 * (4 + 2)
+    assert len({images[i].writer for i in batch}) == 3
+    assert sample_batch(images, cfg, np.random.default_rng(0)) == batch, "batches must be reproducible from the seed"
+
+
+def tiny_cedar(root: Path, train_writers: int = 4, val_writers: int = 2, per_class: int = 3) -> Path:
+    """A few real CEDAR writers, linked (not copied) into the real layout with their own splits.json."""
+    splits = json.loads((DATASETS / "splits.json").read_text())["cedar"]
+    chosen = {"train": splits["train"][:train_writers], "val": splits["val"][:val_writers], "test": splits["test"][:1]}
+    dataset = root / "cedar-few"
+    for writer in itertools.chain.from_iterable(chosen.values()):
+        for class_name in ("genuine", "forged"):
+            folder = dataset / f"{writer:03d}" / class_name
+            folder.mkdir(parents=True)
+            for source in sorted((DATASETS / "cedar" / f"{writer:03d}" / class_name).glob("*.png"))[:per_class]:
+                (folder / source.name).symlink_to(source)
+    (root / "splits.json").write_text(json.dumps({"cedar-few": chosen}))
+    return dataset
+
+
+def small_config(dataset: Path, out: Path, epochs: int) -> TrainConfig:
+    return TrainConfig(
+        data=str(dataset),
+        out=str(out),
+        img_size=96,
+        epochs=epochs,
+        steps_per_epoch=4,
+        writers_per_batch=3,
+        genuine_per_writer=3,
+        forged_per_writer=2,
+        lr=3e-3,
+        warmup_steps=2,
+        augment=0.0,
+        drop_path_rate=0.0,
+        threads=1,
+    )
+
+
+def fixed_loss(model: DetailSemNet, dataset: Path, cfg: TrainConfig) -> float:
+    """The loss over all training images at once, without augmentation: comparable before and after.
+
+    Batch-norm uses the batch's statistics (train mode, no gradients): after a dozen steps the running
+    averages are still mostly their initial values and say nothing about what was learned."""
+    images = split_images(dataset, "train")
+    cache = ImageCache(images, cfg.img_size)
+    batch = torch.from_numpy(np.stack([cache[i] for i in range(len(images))]))[:, None]
+    writers = torch.tensor([im.writer for im in images])
+    genuine = torch.tensor([im.genuine for im in images])
+    model.train()
+    with torch.no_grad():
+        return float(train_step(model, batch, writers, genuine, cfg)["loss"])
+
+
+@pytest.mark.slow
+@needs_cedar
+def test_short_real_run_learns_writes_a_checkpoint_and_resumes_exactly(tmp_path: Path) -> None:
+    dataset = tiny_cedar(tmp_path)
+
+    straight = small_config(dataset, tmp_path / "straight", epochs=3)
+    torch.manual_seed(straight.seed)
+    before = fixed_loss(DetailSemNet(backbone="dsnet_tiny", img_size=96), dataset, straight)
+    state = run(straight)
+    assert state["epoch"] == 3 and state["step"] == 12 and len(state["history"]) == 3
+    trained = DetailSemNet.load(tmp_path / "straight" / "last")
+    assert fixed_loss(trained, dataset, straight) < 0.8 * before, "twelve steps on a dozen images must lower the loss"
+
+    best = tmp_path / "straight" / "best"
+    model = DetailSemNet.load(best)
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert model.config.threshold == pytest.approx(metrics["val"]["threshold"])
+    assert metrics["val"]["n_genuine_pairs"] == 2 * 3 and metrics["val"]["n_forged_pairs"] == 2 * 9
+    card = (best / "README.md").read_text()
+    assert check_model_card(card) == [] and "python -m dsn train" in card and f"{100 * metrics['val']['eer']:.2f}%" in card
+
+    interrupted = small_config(dataset, tmp_path / "interrupted", epochs=3)
+    assert run(interrupted, stop_after=2)["step"] == 8
+    assert json.loads((tmp_path / "interrupted" / "last" / "train_state.json").read_text())["step"] == 8
+    resumed = run(interrupted, resume=True)
+    assert resumed["step"] == 12 and [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    straight_weights = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    resumed_weights = load_file(str(tmp_path / "interrupted" / "last" / "model.safetensors"))
+    for name, value in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=1e-5, atol=1e-6, msg=f"resume diverged at {name}")
