@@ -98,13 +98,18 @@ class AppContext:
 TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main tabs
 
 
+# metrics.json keys quoted in the header: the headline numbers a visitor can check in the model card
+HEADER_METRICS = (("test.eer", "test EER", "%"), ("test.auc", "test ROC AUC", "f"), ("val.eer", "val EER", "%"))
+
+
 def _header(info: ModelInfo) -> None:
     size = f"{info.parameters / 1e6:.1f} M parameters"
     weights = "random initialisation" if info.untrained else f"`{info.source_label}`"
     metrics = ""
     if info.metrics:
-        wanted = [(k, v) for k, v in info.metrics.items() if any(s in k.lower() for s in ("eer", "auc", "acc", "far", "frr"))]
-        metrics = " · checkpoint metrics: " + ", ".join(f"{k} {v:.3g}" for k, v in wanted[:6]) if wanted else ""
+        shown = [(label, info.metrics[key], kind) for key, label, kind in HEADER_METRICS if key in info.metrics]
+        parts = [f"{label} {100 * value:.2f} %" if kind == "%" else f"{label} {value:.3f}" for label, value, kind in shown]
+        metrics = " · measured: " + ", ".join(parts) if parts else ""
     gr.Markdown(
         "# DetailSemNet Explorer\n"
         "Is the **query** signature by the writer of the **reference**? DetailSemNet (Shih et al., ECCV 2024) compares "
