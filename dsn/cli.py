@@ -173,6 +173,12 @@ def add_card_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-command", default=None, help="exact training command (default: rebuilt from the config)")
     p.add_argument("--repo-id", default=None, help="OWNER/NAME used in the card's loading example")
     p.add_argument("--cross-eval-json", action="append", default=[], help="`evaluate --json` output on another dataset (repeatable)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help="dataset folder name the weights learned from, repeatable, last-trained first (default: the run's own)",
+    )
     p.add_argument("--training-hours", type=float, default=None, help="total training time, when the weights come from several runs")
 
 
@@ -188,6 +194,7 @@ def run_card(args: argparse.Namespace) -> int:
             repo_id=args.repo_id,
             cross_eval_jsons=args.cross_eval_json,
             training_hours=args.training_hours,
+            datasets=args.dataset,
         )
     except (OSError, ValueError, KeyError) as err:  # missing file, bad JSON, eval JSON without "metrics"
         print(f"error: {err!r}", file=sys.stderr)

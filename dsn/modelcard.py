@@ -139,6 +139,7 @@ def render_model_card(
     trained_on = datasets[0] if datasets else "cedar"
     display, test_writers, pairs_note = DATASET_FACTS.get(trained_on, (trained_on, None, None))
     protocol_note = f" ({display}: {pairs_note})" if pairs_note else ""
+    trained_from = ", ".join(DATASET_FACTS.get(name, (name,))[0] for name in datasets)
     writers_note = f"{test_writers} test writers" if test_writers else "a limited set of test writers"
     evaluation = eval_command or f"python -m dsn evaluate --weights <this folder> --data ../shared/datasets/{trained_on} --split test"
     return f"""{_front_matter(datasets, license_id)}
@@ -199,7 +200,7 @@ Evaluation:
 - Trained on CPU for {duration}, with a small backbone (`{backbone}`) and a short schedule: it is far from the
   numbers reported in the DetailSemNet paper, which trains larger models for much longer on GPUs.
 - Measured on {writers_note} of {display}; with few writers the error rates carry wide confidence intervals.
-- Trained on one dataset of scanned signatures on white paper; photographs, other scripts, pens or
+- Trained only on scanned signatures on white paper ({trained_from}); photographs, other scripts, pens or
   scanners may need a new threshold or fine-tuning. Choose a threshold on your own validation data.
 - A verification aid, not proof of identity or of forgery.
 
@@ -255,6 +256,7 @@ def card_from_files(
     repo_id: str | None = None,
     cross_eval_jsons: Sequence[str | Path] = (),
     training_hours: float | None = None,
+    datasets: Sequence[str] = (),
 ) -> Path:
     """Merge the test evaluation into ``weights/metrics.json`` and write the card beside it.
 
@@ -262,6 +264,8 @@ def card_from_files(
     validation metrics come from the training run's ``metrics.json`` in ``weights``.
     ``cross_eval_jsons`` are evaluations on other datasets, kept under ``cross_dataset``.
     ``training_hours`` overrides the run's own loop time (e.g. for a chain of warm-started runs).
+    ``datasets`` credits every dataset the weights learned from (default: the run's own), the one
+    trained on last first.
     """
     folder = Path(weights)
     evaluation = json.loads(Path(eval_json).read_text())
@@ -287,7 +291,7 @@ def card_from_files(
         train_config,
         command or train_command(train_config),
         eval_command=evaluation.get("command"),
-        datasets=(data_name,),
+        datasets=tuple(datasets) or (data_name,),
         repo_id=repo_id,
         training_hours=training_hours or (seconds / 3600 if seconds else None),
     )

@@ -165,15 +165,12 @@ def train_step(model: DetailSemNet, images: torch.Tensor, writers: torch.Tensor,
     return {"loss": loss, "main": main.detach(), "pairs": len(a)}
 
 
-def write_run_card(folder: Path, cfg: TrainConfig, val: dict, seconds: float) -> None:
-    """A model card for a checkpoint fresh from training: validation numbers only, test not yet measured."""
+def write_run_metrics(folder: Path, cfg: TrainConfig, val: dict, state: dict) -> None:
+    """metrics.json and a model card for a checkpoint fresh from training: validation numbers only, test not yet measured."""
+    (folder / "metrics.json").write_text(json.dumps({"val": val, "epoch": state["epoch"], "step": state["step"]}, indent=2))
+    config = asdict(cfg)
     write_model_card(
-        folder,
-        {"val": val},
-        asdict(cfg),
-        train_command(asdict(cfg)),
-        datasets=(Path(cfg.data).name,),
-        training_hours=seconds / 3600,
+        folder, {"val": val}, config, train_command(config), datasets=(Path(cfg.data).name,), training_hours=state["seconds"] / 3600
     )
 
 
@@ -252,11 +249,9 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
         if val is not None and (state["best_eer"] is None or val["eer"] <= state["best_eer"]):
             state["best_eer"] = val["eer"]
             model.save(out / "best")
-            (out / "best" / "metrics.json").write_text(json.dumps({"val": val, "epoch": epoch + 1, "step": state["step"]}, indent=2))
-            write_run_card(out / "best", cfg, val, state["seconds"])
+            write_run_metrics(out / "best", cfg, val, state)
         save_state(out / "last", model, optimizer, state)
         if val is not None:
-            (out / "last" / "metrics.json").write_text(json.dumps({"val": val, "epoch": epoch + 1, "step": state["step"]}, indent=2))
-            write_run_card(out / "last", cfg, val, state["seconds"])
+            write_run_metrics(out / "last", cfg, val, state)
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
     return state

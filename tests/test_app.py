@@ -182,3 +182,12 @@ def test_header_names_the_checkpoint_without_the_servers_paths(tmp_path: Path) -
     assert label(str(tmp_path / "runs" / "mine")) == "mine"  # outside the project: the folder's name only
     assert label("hf://owner/repo@v1") == "hf://owner/repo@v1"
     assert label(None) == "random initialisation"
+
+
+def test_header_quotes_the_checkpoints_headline_numbers() -> None:
+    from dsn.ui.app import header_metrics
+
+    measured = {"test.eer": 0.1625, "test.auc": 0.92437, "val.eer": 0.2038, "val.far": 0.3, "test_info.n_pairs": 4260}
+    assert header_metrics(measured) == " · measured: test EER 16.25 %, test ROC AUC 0.924, val EER 20.38 %"
+    assert header_metrics({"val.eer": 0.25}) == " · measured: val EER 25.00 %"
+    assert header_metrics({}) == ""

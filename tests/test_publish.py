@@ -104,7 +104,10 @@ def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_p
     )
     config_json.write_text(json.dumps(TRAIN_CONFIG))
     args = ["card", "--weights", str(folder), "--eval-json", str(eval_json), "--train-config", str(config_json)]
-    assert main([*args, "--cross-eval-json", str(cross_json), "--training-hours", "2.5"]) == 0
+    assert (
+        main([*args, "--cross-eval-json", str(cross_json), "--training-hours", "2.5", "--dataset", "cedar", "--dataset", "bhsig-bengali"])
+        == 0
+    )
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["cross_dataset"]["bhsig-bengali"]["metrics"] == cross
     assert metrics["cross_dataset"]["bhsig-bengali"]["n_pairs"] == 35925
@@ -112,6 +115,7 @@ def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_p
     row = next(line for line in text.splitlines() if line.startswith("| BHSig-Bengali test"))
     assert "| 35925 | 25.98% | 0.8165 |" in row and cross_command in row
     assert "Trained on CPU for 2.5 hours" in text and check_model_card(text) == []
+    assert "**CEDAR** signature database" in text and "**BHSig260 (Bengali)**" in text  # both datasets credited
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"metrics": cross}))  # no "data": which dataset was it?
     assert main([*args, "--cross-eval-json", str(bad)]) == 2

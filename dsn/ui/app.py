@@ -102,14 +102,20 @@ TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main t
 HEADER_METRICS = (("test.eer", "test EER", "%"), ("test.auc", "test ROC AUC", "f"), ("val.eer", "val EER", "%"))
 
 
+def header_metrics(metrics: dict[str, float]) -> str:
+    """The checkpoint's headline numbers from its metrics.json, as the header quotes them ("" when none)."""
+    parts = [
+        f"{label} {100 * metrics[key]:.2f} %" if kind == "%" else f"{label} {metrics[key]:.3f}"
+        for key, label, kind in HEADER_METRICS
+        if key in metrics
+    ]
+    return " · measured: " + ", ".join(parts) if parts else ""
+
+
 def _header(info: ModelInfo) -> None:
     size = f"{info.parameters / 1e6:.1f} M parameters"
     weights = "random initialisation" if info.untrained else f"`{info.source_label}`"
-    metrics = ""
-    if info.metrics:
-        shown = [(label, info.metrics[key], kind) for key, label, kind in HEADER_METRICS if key in info.metrics]
-        parts = [f"{label} {100 * value:.2f} %" if kind == "%" else f"{label} {value:.3f}" for label, value, kind in shown]
-        metrics = " · measured: " + ", ".join(parts) if parts else ""
+    metrics = header_metrics(info.metrics)
     gr.Markdown(
         "# DetailSemNet Explorer\n"
         "Is the **query** signature by the writer of the **reference**? DetailSemNet (Shih et al., ECCV 2024) compares "
