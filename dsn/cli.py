@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m dsn {verify,train,evaluate,push} ...``."""
+"""Command-line interface: ``python -m dsn {verify,train,evaluate,calibrate,card,push} ...``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from .train import TrainConfig
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train on a dataset folder (resumable)")
-    p.add_argument("--data", required=True, help="dataset folder, e.g. ../shared/datasets/cedar")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="dataset folder, e.g. ../shared/datasets/cedar; repeat it to train one model on several datasets",
+    )
     p.add_argument("--out", required=True, help="run folder, e.g. runs/cedar-tiny")
     p.add_argument("--size", dest="backbone", default="dsnet_tiny", choices=["dsnet_tiny", "dsnet_small", "dsnet_base"])
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
@@ -22,7 +27,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="end this call after that epoch (resume later; the schedule still spans --epochs)",
     )
-    defaults = TrainConfig(data="", out="")
+    defaults = TrainConfig(data=[], out="")
     for f in fields(TrainConfig):
         if f.name in {"data", "out", "backbone", "notes"}:
             continue
@@ -137,6 +142,38 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="set a checkpoint's threshold at its EER on the val writers, as it ships")
+    p.add_argument("--weights", required=True, help="checkpoint folder to calibrate (config.json and metrics.json are rewritten)")
+    p.add_argument("--data", required=True, action="append", help="dataset folder whose val writers set the threshold (repeatable: pooled)")
+    p.add_argument("--sinkhorn-iterations", type=int, default=None, help="ship with this many Sinkhorn iterations (default: keep)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
+    import shlex
+
+    import torch
+
+    from .calibrate import calibrate
+    from .weights import WeightsError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        command = shlex.join(["python", "-m", "dsn", *argv])
+        val = calibrate(args.weights, args.data, args.sinkhorn_iterations, progress=not args.no_progress, command=command)
+    except (WeightsError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"val EER {100 * val['eer']:.2f}%  AUC {val['auc']:.4f}  -> threshold {val['threshold']:.4f} "
+        f"(FAR {100 * val['far']:.2f}%, FRR {100 * val['frr']:.2f}%) written to {args.weights}"
+    )
+    return 0
+
+
 def add_push_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="check a checkpoint folder and upload it to the Hugging Face Hub")
     p.add_argument("--weights", required=True, help="checkpoint folder, e.g. checkpoints/dsnet-tiny-cedar")
@@ -209,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_parser(sub)
     add_train_parser(sub)
     add_evaluate_parser(sub)
+    add_calibrate_parser(sub)
     add_push_parser(sub)
     add_card_parser(sub)
     return parser
@@ -217,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card, "evaluate": lambda a: run_evaluate(a, argv)}
+    handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card}
+    handlers |= {"evaluate": lambda a: run_evaluate(a, argv), "calibrate": lambda a: run_calibrate(a, argv)}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

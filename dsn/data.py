@@ -12,7 +12,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
 
@@ -108,6 +108,21 @@ def split_images(root: str | Path, split: str) -> list[SignatureImage]:
     if split == "all":
         return list_images(root)
     return list_images(root, writers=load_splits(root)[split])
+
+
+WRITER_NAMESPACE = 1000  # dataset writer ids have 3 digits
+
+
+def split_images_of(roots: Sequence[str | Path], split: str) -> list[SignatureImage]:
+    """One split of several datasets as one list, for training on all of them at once.
+
+    The k-th dataset's writer ids are shifted by k * 1000, so that writer 7 of
+    CEDAR and writer 7 of Bengali stay two writers (the first keeps its ids).
+    """
+    images: list[SignatureImage] = []
+    for k, root in enumerate(roots):
+        images += [replace(im, writer=im.writer + k * WRITER_NAMESPACE) for im in split_images(root, split)]
+    return images
 
 
 def protocol_pairs(images: Sequence[SignatureImage]) -> list[Pair]:

@@ -56,7 +56,8 @@ CARD_ROWS = (
 
 def train_command(train_config: dict) -> str:
     """The ``python -m dsn train`` command line that reproduces a saved TrainConfig."""
-    args = ["python", "-m", "dsn", "train", "--data", str(train_config["data"]), "--out", str(train_config["out"])]
+    roots = train_config["data"] if isinstance(train_config["data"], list) else [train_config["data"]]
+    args = ["python", "-m", "dsn", "train", *(arg for root in roots for arg in ("--data", str(root))), "--out", str(train_config["out"])]
     args += ["--size", str(train_config.get("backbone", "dsnet_tiny"))]
     for key, value in train_config.items():
         if key not in {"data", "out", "backbone", "notes"}:
@@ -87,24 +88,42 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def cross_dataset_section(cross: dict) -> str:
-    """Markdown for evaluations on other datasets than the one trained on ({} -> a sentence saying so)."""
+def cross_dataset_section(cross: dict, datasets: Sequence[str] = ()) -> str:
+    """Markdown for evaluations on datasets other than the main one ({} -> a sentence saying so).
+
+    ``datasets`` are those the weights learned from: a dataset among them had its train
+    writers in training (its test writers never), which the table must say.
+    """
     if not cross:
         return "Not measured on other datasets yet."
     lines = [
-        "Same weights and threshold, tested on writers of another dataset:",
+        "Same weights and threshold, tested on the test writers of another dataset:",
         "",
-        "| tested on | pairs | EER | ROC AUC | accuracy / FAR / FRR at this checkpoint's threshold | command |",
-        "|---|---:|---:|---:|---|---|",
+        "| tested on | its train writers in training? | pairs | EER | ROC AUC | accuracy / FAR / FRR at this checkpoint's threshold | command |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
     for name, entry in cross.items():
         m = entry["metrics"]
         rates = " / ".join(_cell(m.get(k), "%") for k in ("accuracy", "far", "frr"))
+        seen = "yes" if name in datasets else "no (cross-dataset)"
         lines.append(
-            f"| {DATASET_FACTS.get(name, (name,))[0]} {entry.get('split') or 'test'} | {entry.get('n_pairs') or '-'} | "
+            f"| {DATASET_FACTS.get(name, (name,))[0]} {entry.get('split') or 'test'} | {seen} | {entry.get('n_pairs') or '-'} | "
             f"{_cell(m.get('eer'), '%')} | {_cell(m.get('auc'), 'f')} | {rates} | `{entry.get('command') or ''}` |"
         )
     return "\n".join(lines)
+
+
+def threshold_provenance(metrics: dict) -> str:
+    """Which validation writers set the threshold, and the command that did it."""
+    info = metrics.get("val_info") or {}
+    data = info.get("data")
+    if not data:
+        return "The threshold is the equal-error-rate threshold on the validation writers of the training run."
+    roots = data if isinstance(data, list) else [data]
+    names = " + ".join(DATASET_FACTS.get(Path(str(root)).name, (Path(str(root)).name,))[0] for root in roots)
+    pooled = " (pooled: one threshold for all of them)" if len(roots) > 1 else ""
+    command = f": `{info['command']}`" if info.get("command") else "."
+    return f"The threshold is the equal-error-rate threshold on {info.get('n_pairs', '?')} validation pairs of {names}{pooled}{command}"
 
 
 def _front_matter(datasets: Sequence[str], license_id: str) -> str:
@@ -174,9 +193,11 @@ model or its code; obtain the datasets from their authors.
 
 {metrics_table(metrics)}
 
-### Cross-dataset
+{threshold_provenance(metrics)}
 
-{cross_dataset_section(metrics.get("cross_dataset") or {})}
+### Other datasets
+
+{cross_dataset_section(metrics.get("cross_dataset") or {}, datasets)}
 
 The paper reports, with the full model trained on GPUs, 0.58% EER on CEDAR, 2.11% on BHSig-Bengali and
 8.40% for CEDAR->Bengali.
@@ -282,7 +303,9 @@ def card_from_files(
         entry = {k: cross.get(k) for k in ("data", "split", "n_images", "n_pairs", "command")}
         metrics.setdefault("cross_dataset", {})[name] = {**entry, "metrics": cross["metrics"]}
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    data_name = Path(str(train_config.get("data", "cedar"))).name or "cedar"
+    roots = train_config.get("data") or ["cedar"]
+    roots = roots if isinstance(roots, list) else [roots]
+    data_names = tuple(Path(str(root)).name or "cedar" for root in roots)
     state_path = Path(train_config_json).parent / "last" / "train_state.json"  # written by dsn.train next to the config
     seconds = json.loads(state_path.read_text()).get("seconds") if state_path.is_file() else None
     return write_model_card(
@@ -291,7 +314,7 @@ def card_from_files(
         train_config,
         command or train_command(train_config),
         eval_command=evaluation.get("command"),
-        datasets=tuple(datasets) or (data_name,),
+        datasets=tuple(datasets) or data_names,
         repo_id=repo_id,
         training_hours=training_hours or (seconds / 3600 if seconds else None),
     )

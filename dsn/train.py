@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .data import Augment, ImageCache, SignatureImage, protocol_pairs, split_images
+from .data import Augment, ImageCache, SignatureImage, protocol_pairs, split_images_of
 from .losses import double_margin_loss
 from .metrics import equal_error_rate, summarize
 from .model import DetailSemNet
@@ -35,7 +35,7 @@ from .scoring import embed_cache, score_pairs
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: list[str]  # dataset folders; several train one model on all their train writers
     out: str
     backbone: str = "dsnet_tiny"
     img_size: int = 224
@@ -61,6 +61,11 @@ class TrainConfig:
     threads: int = 2
     init: str = ""  # warm start: weights source (folder or hf://) whose weights the model starts from
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (str, Path)):  # configs of single-dataset runs
+            self.data = [str(self.data)]
+        self.data = [str(root) for root in self.data]
 
 
 # ------------------------------------------------------------------ batches
@@ -170,7 +175,12 @@ def write_run_metrics(folder: Path, cfg: TrainConfig, val: dict, state: dict) ->
     (folder / "metrics.json").write_text(json.dumps({"val": val, "epoch": state["epoch"], "step": state["step"]}, indent=2))
     config = asdict(cfg)
     write_model_card(
-        folder, {"val": val}, config, train_command(config), datasets=(Path(cfg.data).name,), training_hours=state["seconds"] / 3600
+        folder,
+        {"val": val},
+        config,
+        train_command(config),
+        datasets=tuple(Path(root).name for root in cfg.data),
+        training_hours=state["seconds"] / 3600,
     )
 
 
@@ -181,8 +191,8 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    train_images = split_images(cfg.data, "train")
-    val_images = split_images(cfg.data, "val")
+    train_images = split_images_of(cfg.data, "train")
+    val_images = split_images_of(cfg.data, "val")  # pooled: one threshold for every dataset trained on
     val_pairs = protocol_pairs(val_images)
     caches = {cfg.img_size: ImageCache(train_images, cfg.img_size)}
     if cfg.warm_epochs > 0 and cfg.warm_size != cfg.img_size:

@@ -19,6 +19,7 @@ from dsn.data import (
     protocol_pairs,
     read_pairs_csv,
     split_images,
+    split_images_of,
     write_pairs_csv,
 )
 
@@ -102,6 +103,25 @@ def test_splits_and_split_images(tiny_dataset: Path):
     assert len(split_images(tiny_dataset, "all")) == len(list_images(tiny_dataset))
     with pytest.raises(ValueError, match="split must be"):
         split_images(tiny_dataset, "holdout")
+
+
+def test_several_datasets_keep_their_writers_apart(tiny_dataset: Path, tmp_path: Path):
+    twin = tmp_path / "twin"  # a second dataset whose writer ids collide with the first one's
+    twin.mkdir()
+    for writer in ("001", "002"):
+        (twin / writer).symlink_to(tiny_dataset / writer, target_is_directory=True)
+    splits = json.loads((tmp_path / "splits.json").read_text())
+    splits["twin"] = {"train": [1], "val": [2], "test": []}
+    (tmp_path / "splits.json").write_text(json.dumps(splits))
+
+    assert split_images_of([tiny_dataset], "train") == split_images(tiny_dataset, "train"), "one dataset keeps its ids"
+    joint = split_images_of([tiny_dataset, twin], "train")
+    assert [im.writer for im in joint] == [1] * 5 + [12] * 12 + [1001] * 5
+    assert [im.path for im in joint[-5:]] == [im.path for im in split_images(twin, "train")]
+    pairs = protocol_pairs(joint)
+    # writer 1 of each dataset is its own writer: 3 + 6 pairs each, never across datasets
+    assert len(pairs) == len(protocol_pairs(split_images(tiny_dataset, "train"))) + 3 + 6
+    assert all(joint[p.a].writer == joint[p.b].writer for p in pairs)
 
 
 def test_splits_inside_dataset_folder_and_missing(tmp_path: Path):

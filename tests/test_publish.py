@@ -94,7 +94,9 @@ def test_card_command_merges_test_metrics(saved_model: Path, tmp_path: Path, cap
 
 def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(saved_model, tmp_path / "ckpt"))
-    (folder / "metrics.json").write_text(json.dumps({"val": VAL}))
+    calibrated = "python -m dsn calibrate --weights ckpt --data ../d/cedar --data ../d/bhsig-bengali"
+    val_info = {"data": ["../d/cedar", "../d/bhsig-bengali"], "n_pairs": 6903, "command": calibrated}
+    (folder / "metrics.json").write_text(json.dumps({"val": VAL, "val_info": val_info}))
     eval_json, cross_json, config_json = tmp_path / "eval.json", tmp_path / "cross.json", tmp_path / "train_config.json"
     eval_json.write_text(json.dumps({"metrics": TEST, "n_pairs": 4260, "data": "../shared/datasets/cedar", "command": "eval cedar"}))
     cross_command = "python -m dsn evaluate --weights ckpt --data ../shared/datasets/bhsig-bengali --split test --json"
@@ -113,9 +115,13 @@ def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_p
     assert metrics["cross_dataset"]["bhsig-bengali"]["n_pairs"] == 35925
     text = (folder / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| BHSig-Bengali test"))
-    assert "| 35925 | 25.98% | 0.8165 |" in row and cross_command in row
+    assert "| yes | 35925 | 25.98% | 0.8165 |" in row and cross_command in row, "Bengali train writers were in training"
+    assert f"6903 validation pairs of CEDAR + BHSig-Bengali (pooled: one threshold for all of them): `{calibrated}`" in text
     assert "Trained on CPU for 2.5 hours" in text and check_model_card(text) == []
     assert "**CEDAR** signature database" in text and "**BHSig260 (Bengali)**" in text  # both datasets credited
+    assert main([*args, "--cross-eval-json", str(cross_json), "--dataset", "cedar"]) == 0
+    row = next(line for line in (folder / "README.md").read_text().splitlines() if line.startswith("| BHSig-Bengali test"))
+    assert "| no (cross-dataset) | 35925 |" in row
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"metrics": cross}))  # no "data": which dataset was it?
     assert main([*args, "--cross-eval-json", str(bad)]) == 2

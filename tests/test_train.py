@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,18 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
     assert all(x >= y for x, y in itertools.pairwise(rates[9:])), "cosine decay must not increase"
     assert rates[100] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_training_command_reproduces_a_config_of_several_datasets() -> None:
+    from dsn.cli import build_parser
+    from dsn.modelcard import train_command
+
+    cfg = TrainConfig(data=["../d/cedar", "../d/bhsig-bengali"], out="runs/joint", init="runs/a/last", augment=0.7, seed=6)
+    argv = shlex.split(train_command(asdict(cfg)))[3:]
+    args = vars(build_parser().parse_args(argv))
+    rebuilt = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
+    assert rebuilt == cfg
+    assert TrainConfig(data="../d/cedar", out="x").data == ["../d/cedar"], "configs of single-dataset runs still load"
 
 
 def test_sample_batch_takes_whole_writers_without_repeats() -> None:
