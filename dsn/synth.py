@@ -17,104 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .synth_glyphs import CAPITALS, GLYPHS, LETTER_WEIGHTS, MARKS
+
 CANVAS_HW = (250, 600)
 PAPERS = ("white", "grey", "yellow", "photo")
 GALLERY_WRITER_SEEDS = (7, 1234, 2024, 31, 404, 99)
 _SUPERSAMPLE = 3  # draw at 3x and area-downsample: cheap antialiasing
 _STEP_PX = 0.75  # arc-length spacing of rendered path points, output pixels
 _MARGIN_PX = (22, 28)  # (y, x) free border around the ink
-
-# Letter skeletons in x-height units (baseline y=0, x-height 1, ascenders ~2,
-# descenders ~-1): the pen path through one cursive letter, entered from the
-# left near the baseline and left towards the next letter.
-_GLYPHS: dict[str, tuple[tuple[float, float], ...]] = {
-    "e": ((0.1, 0.2), (0.55, 0.55), (0.4, 0.8), (0.15, 0.45), (0.3, 0.02), (0.75, 0.2)),
-    "l": ((0.1, 0.3), (0.55, 1.5), (0.45, 2.1), (0.2, 1.75), (0.25, 0.5), (0.4, 0.0), (0.8, 0.25)),
-    "n": ((0.05, 0.4), (0.15, 0.9), (0.15, 0.0), (0.45, 0.9), (0.62, 0.6), (0.65, 0.0), (0.95, 0.3)),
-    "m": ((0.05, 0.4), (0.15, 0.9), (0.15, 0.0), (0.4, 0.9), (0.5, 0.0), (0.75, 0.9), (0.88, 0.0), (1.15, 0.3)),
-    "u": ((0.1, 0.9), (0.12, 0.15), (0.35, 0.0), (0.6, 0.9), (0.62, 0.12), (0.8, 0.0), (1.0, 0.3)),
-    "o": ((0.55, 0.9), (0.25, 0.75), (0.15, 0.2), (0.45, 0.0), (0.7, 0.45), (0.55, 0.92), (0.45, 0.75), (0.95, 0.75)),
-    "a": ((0.6, 0.75), (0.35, 0.9), (0.08, 0.4), (0.3, 0.0), (0.6, 0.5), (0.65, 0.92), (0.62, 0.15), (0.78, 0.0), (1.0, 0.3)),
-    "g": (
-        (0.6, 0.75),
-        (0.35, 0.9),
-        (0.08, 0.4),
-        (0.3, 0.0),
-        (0.6, 0.5),
-        (0.66, 0.9),
-        (0.6, -0.5),
-        (0.38, -1.05),
-        (0.15, -0.8),
-        (0.5, -0.15),
-        (0.95, 0.3),
-    ),
-    "y": ((0.1, 0.9), (0.12, 0.15), (0.35, 0.0), (0.62, 0.9), (0.58, -0.5), (0.35, -1.05), (0.12, -0.8), (0.5, -0.15), (0.95, 0.3)),
-    "i": ((0.1, 0.3), (0.3, 0.88), (0.28, 0.1), (0.45, 0.0), (0.7, 0.3)),
-    "t": ((0.1, 0.3), (0.35, 1.6), (0.28, 0.15), (0.45, 0.0), (0.75, 0.3)),
-    "r": ((0.1, 0.3), (0.2, 0.9), (0.4, 0.85), (0.45, 0.7), (0.62, 0.78), (0.6, 0.05), (0.85, 0.3)),
-    "h": ((0.1, 0.3), (0.55, 1.5), (0.45, 2.1), (0.2, 1.75), (0.18, 0.0), (0.3, 0.6), (0.6, 0.88), (0.72, 0.45), (0.75, 0.0), (1.0, 0.3)),
-    "c": ((0.1, 0.3), (0.65, 0.8), (0.45, 0.92), (0.15, 0.5), (0.3, 0.0), (0.75, 0.25)),
-    "s": ((0.1, 0.2), (0.45, 0.9), (0.58, 0.35), (0.4, 0.0), (0.22, 0.15), (0.55, 0.1), (0.8, 0.3)),
-}
-_LETTER_WEIGHTS = {"e": 6, "a": 5, "n": 5, "o": 4, "r": 4, "i": 4, "l": 4, "t": 3, "s": 3, "h": 2, "u": 2, "m": 2, "c": 2, "g": 1, "y": 1}
-_MARKS: dict[str, tuple[tuple[float, float], ...]] = {  # i-dot, t-cross (relative to glyph)
-    "i": ((0.32, 1.45), (0.42, 1.52)),
-    "t": ((-0.05, 1.0), (0.4, 1.08), (0.85, 1.12)),
-}
-# Capital letters: several strokes; the last one runs on into the word.
-_CAPITALS: tuple[tuple[tuple[tuple[float, float], ...], ...], ...] = (
-    (
-        (
-            (0.3, 0.2),
-            (0.7, 1.4),
-            (1.2, 2.5),
-            (1.6, 2.8),
-            (1.35, 2.25),
-            (0.7, 0.9),
-            (0.25, 0.0),
-            (-0.1, 0.35),
-            (0.5, 0.35),
-            (1.3, 0.1),
-            (1.6, 0.3),
-        ),
-    ),
-    (((0.0, 0.0), (0.3, 1.6), (0.45, 2.5), (0.6, 1.2), (0.75, 0.1), (0.95, 1.3), (1.15, 2.4), (1.3, 1.1), (1.35, 0.1), (1.6, 0.3)),),
-    (
-        (
-            (1.3, 2.3),
-            (0.7, 2.55),
-            (0.1, 1.6),
-            (0.2, 0.3),
-            (0.9, 0.0),
-            (1.55, 1.0),
-            (1.4, 2.3),
-            (0.8, 2.6),
-            (0.6, 2.2),
-            (1.3, 1.6),
-            (1.7, 0.4),
-        ),
-    ),
-    (
-        ((-0.3, 2.2), (0.6, 2.55), (1.5, 2.45), (2.0, 2.7)),
-        ((0.95, 2.45), (0.85, 1.3), (0.6, 0.1), (0.2, -0.05), (0.1, 0.3), (0.9, 0.35), (1.5, 0.25)),
-    ),
-    (
-        (
-            (0.3, -0.2),
-            (0.5, 1.2),
-            (0.6, 2.5),
-            (1.3, 2.65),
-            (1.55, 2.0),
-            (0.9, 1.35),
-            (0.55, 1.45),
-            (1.3, 1.0),
-            (1.45, 0.35),
-            (1.2, 0.0),
-            (0.8, 0.1),
-            (1.6, 0.3),
-        ),
-    ),
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,24 +38,24 @@ _InkPath = tuple[np.ndarray, np.ndarray, np.ndarray, bool]  # points, width, opa
 
 def _plan_word(rng: np.random.Generator, x0: float, n_letters: int, shape: dict[str, float]) -> tuple[list[_Stroke], float]:
     """Capital plus connected lowercase letters; returns strokes and the end x."""
-    cap = _CAPITALS[rng.integers(len(_CAPITALS))]
+    cap = CAPITALS[rng.integers(len(CAPITALS))]
     cap_scale = shape["cap_scale"]
     strokes = [np.array(s, float) * cap_scale + (x0, 0.0) for s in cap]
     cursor = x0 + (max(p[0] for s in cap for p in s) - 0.1) * cap_scale
     main = [strokes.pop()]  # last capital stroke is continued by the letters
     marks: list[_Stroke] = []
-    letters = list(_LETTER_WEIGHTS)
-    weights = np.array(list(_LETTER_WEIGHTS.values()), float)
+    letters = list(LETTER_WEIGHTS)
+    weights = np.array(list(LETTER_WEIGHTS.values()), float)
     for _ in range(n_letters):
         letter = letters[rng.choice(len(letters), p=weights / weights.sum())]
-        glyph = np.array(_GLYPHS[letter], float)
+        glyph = np.array(GLYPHS[letter], float)
         glyph[:, 0] *= shape["width"] * rng.uniform(0.85, 1.15)
         glyph[:, 1] = np.where(glyph[:, 1] > 1, 1 + (glyph[:, 1] - 1) * shape["ascender"], glyph[:, 1])
         glyph[:, 1] = np.where(glyph[:, 1] < 0, glyph[:, 1] * shape["descender"], glyph[:, 1])
         glyph += rng.normal(0, 0.05, glyph.shape)  # the writer's personal letter forms
         main.append(glyph + (cursor, 0.0))  # noqa: RUF005  (numpy broadcast: shifts the glyph)
-        if letter in _MARKS:
-            mark = np.array(_MARKS[letter], float) * (shape["width"], 1.0) + rng.normal(0, 0.06, 2)
+        if letter in MARKS:
+            mark = np.array(MARKS[letter], float) * (shape["width"], 1.0) + rng.normal(0, 0.06, 2)
             marks.append(_Stroke(mark + (cursor, 0.0), "mark"))  # noqa: RUF005  (numpy broadcast)
         cursor += glyph[:, 0].max() + rng.uniform(0.0, 0.15)
     if shape["wave_tail"]:  # letters that dissolve into a shrinking wave, common in signatures
