@@ -120,6 +120,7 @@ def test_drawn_signatures_can_be_verified(page: Page) -> None:
     for side, phase in (("reference", 0.0), ("query", 0.7)):
         page.locator(f"#{side}-tabs").get_by_role("tab", name="Draw").click()
         canvas = page.locator(f"#{side}-draw canvas").first
+        canvas.wait_for(state="visible", timeout=90_000)  # software-GL canvases are slow to appear on a busy machine
         canvas.scroll_into_view_if_needed()  # mouse events only land inside the viewport
         box = canvas.bounding_box()
         page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.5 * box["height"])
@@ -129,7 +130,7 @@ def test_drawn_signatures_can_be_verified(page: Page) -> None:
             y = 0.5 + 0.25 * math.sin(8 * t + phase)
             page.mouse.move(box["x"] + (0.15 + 0.7 * t) * box["width"], box["y"] + y * box["height"])
         page.mouse.up()
-    old = page.locator("#verdict-banner").inner_text()
+    old = page.locator("#verdict-banner").inner_text(timeout=90_000)  # software-GL canvases slow a busy machine down
     page.click("#verify-button")
     page.wait_for_function("old => document.querySelector('#verdict-banner').innerText !== old", arg=old, timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "drawn-pair.png"), full_page=True)
