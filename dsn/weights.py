@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
-DEFAULT_CHECKPOINT = "dsnet-tiny-cedar"
+DEFAULT_CHECKPOINT = "dsnet-tiny-joint"
 
 ModelT = TypeVar("ModelT", bound="DetailSemNet")
 

@@ -188,6 +188,10 @@ def test_header_quotes_the_checkpoints_headline_numbers() -> None:
     from dsn.ui.app import header_metrics
 
     measured = {"test.eer": 0.1625, "test.auc": 0.92437, "val.eer": 0.2038, "val.far": 0.3, "test_info.n_pairs": 4260}
-    assert header_metrics(measured) == " · measured: test EER 16.25 %, test ROC AUC 0.924, val EER 20.38 %"
+    assert header_metrics(measured) == " · measured: test EER 16.25 % (ROC AUC 0.924), val EER 20.38 %"
+    measured |= {"cross_dataset.bhsig-bengali.metrics.eer": 0.2705, "cross_dataset.bhsig-bengali.metrics.auc": 0.8}
+    assert header_metrics(measured, "cedar") == (
+        " · measured: CEDAR test EER 16.25 % (ROC AUC 0.924), BHSig-Bengali test EER 27.05 %, val EER 20.38 %"
+    )
     assert header_metrics({"val.eer": 0.25}) == " · measured: val EER 25.00 %"
     assert header_metrics({}) == ""

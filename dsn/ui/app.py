@@ -11,6 +11,7 @@ control after "Verify" works without running the model again.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import gradio as gr
 from gradio.events import Dependency
 
 from ..model import DetailSemNet
+from ..modelcard import DATASET_FACTS
 from . import correspondence_tab, detail_tab
 from .api import build_api
 from .attribution_tab import AttributionView, build_attribution_tab
@@ -99,23 +101,33 @@ TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main t
 
 
 # metrics.json keys quoted in the header: the headline numbers a visitor can check in the model card
-HEADER_METRICS = (("test.eer", "test EER", "%"), ("test.auc", "test ROC AUC", "f"), ("val.eer", "val EER", "%"))
+CROSS_EER_KEY = re.compile(r"cross_dataset\.(?P<name>[^.]+)\.metrics\.eer")
 
 
-def header_metrics(metrics: dict[str, float]) -> str:
-    """The checkpoint's headline numbers from its metrics.json, as the header quotes them ("" when none)."""
-    parts = [
-        f"{label} {100 * metrics[key]:.2f} %" if kind == "%" else f"{label} {metrics[key]:.3f}"
-        for key, label, kind in HEADER_METRICS
-        if key in metrics
-    ]
+def header_metrics(metrics: dict[str, float], test_data: str = "") -> str:
+    """The checkpoint's headline numbers from its metrics.json, as the header quotes them ("" when none).
+
+    Test EERs are named by dataset (the checkpoint's own test set, then any other dataset it was
+    tested on), so a visitor reads which writers each number comes from.
+    """
+    test = f"{DATASET_FACTS.get(test_data, (test_data,))[0]} test" if test_data else "test"
+    parts = []
+    if "test.eer" in metrics:
+        auc = f" (ROC AUC {metrics['test.auc']:.3f})" if "test.auc" in metrics else ""
+        parts.append(f"{test} EER {100 * metrics['test.eer']:.2f} %{auc}")
+    for key, value in metrics.items():
+        match = CROSS_EER_KEY.fullmatch(key)
+        if match:
+            parts.append(f"{DATASET_FACTS.get(match['name'], (match['name'],))[0]} test EER {100 * value:.2f} %")
+    if "val.eer" in metrics:
+        parts.append(f"val EER {100 * metrics['val.eer']:.2f} %")
     return " · measured: " + ", ".join(parts) if parts else ""
 
 
 def _header(info: ModelInfo) -> None:
     size = f"{info.parameters / 1e6:.1f} M parameters"
     weights = "random initialisation" if info.untrained else f"`{info.source_label}`"
-    metrics = header_metrics(info.metrics)
+    metrics = header_metrics(info.metrics, info.test_data)
     gr.Markdown(
         "# DetailSemNet Explorer\n"
         "Is the **query** signature by the writer of the **reference**? DetailSemNet (Shih et al., ECCV 2024) compares "

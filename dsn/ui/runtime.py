@@ -32,6 +32,7 @@ class ModelInfo:
     parameters: int
     threshold: float
     metrics: dict = field(default_factory=dict)  # flattened numbers from the checkpoint's metrics.json
+    test_data: str = ""  # dataset folder name the "test" metrics were measured on
     structural_weight: float = 1.0
 
     @property
@@ -73,8 +74,8 @@ def _flatten_numbers(data: object, prefix: str = "") -> dict[str, float]:
     return {}
 
 
-def checkpoint_metrics(source: str | None) -> dict[str, float]:
-    """Numbers from ``metrics.json`` next to the weights, so the UI can quote them honestly; {} if absent."""
+def read_checkpoint_metrics(source: str | None) -> dict:
+    """``metrics.json`` next to the weights, so the UI can quote it honestly; {} if absent or unreadable."""
     if source is None:
         return {}
     from ..weights import WeightsError, resolve
@@ -87,9 +88,10 @@ def checkpoint_metrics(source: str | None) -> dict[str, float]:
     if not path.is_file():
         return {}
     try:
-        return _flatten_numbers(json.loads(path.read_text()))
+        content = json.loads(path.read_text())
     except (json.JSONDecodeError, OSError):
         return {}
+    return content if isinstance(content, dict) else {}
 
 
 def load_app_model(weights: str | None = None, device: torch.device | None = None) -> tuple[DetailSemNet, ModelInfo]:
@@ -107,13 +109,15 @@ def load_app_model(weights: str | None = None, device: torch.device | None = Non
         model = DetailSemNet()
     device = device or pick_device()
     model = model.to(device).eval()
+    measured = read_checkpoint_metrics(str(source) if source else None)
     info = ModelInfo(
         source=str(source) if source else None,
         device=str(device),
         backbone=model.config.backbone,
         parameters=sum(p.numel() for p in model.parameters()),
         threshold=float(model.config.threshold),
-        metrics=checkpoint_metrics(str(source) if source else None),
+        metrics=_flatten_numbers(measured),
+        test_data=Path(str((measured.get("test_info") or {}).get("data") or "")).name,
         structural_weight=float(model.config.structural_weight),
     )
     return model, info
