@@ -38,6 +38,19 @@ DATASET_FACTS = {
     "cedar": ("CEDAR", 5, "276 + 576 pairs per writer"),
     "bhsig-bengali": ("BHSig-Bengali", 50, "up to 276 + 720 pairs per writer; pixel-identical repeats were dropped"),
 }
+
+
+def dataset_label(root: str | Path) -> str:
+    """How cards and the app name a dataset, from its folder (path or name): "CEDAR", "BHSig-Bengali"."""
+    name = Path(str(root)).name
+    return DATASET_FACTS.get(name, (name,))[0]
+
+
+def as_roots(data: str | Path | Sequence[str | Path]) -> list[str]:
+    """Dataset folders of a config or metrics entry: one folder (older runs) or a list of them."""
+    return [str(data)] if isinstance(data, (str, Path)) else [str(root) for root in data]
+
+
 # (metrics key, row label, format): "%" percent, "f" 4 decimals, "d" integer
 CARD_ROWS = (
     ("eer", "EER", "%"),
@@ -56,8 +69,8 @@ CARD_ROWS = (
 
 def train_command(train_config: dict) -> str:
     """The ``python -m dsn train`` command line that reproduces a saved TrainConfig."""
-    roots = train_config["data"] if isinstance(train_config["data"], list) else [train_config["data"]]
-    args = ["python", "-m", "dsn", "train", *(arg for root in roots for arg in ("--data", str(root))), "--out", str(train_config["out"])]
+    data_args = [arg for root in as_roots(train_config["data"]) for arg in ("--data", root)]
+    args = ["python", "-m", "dsn", "train", *data_args, "--out", str(train_config["out"])]
     args += ["--size", str(train_config.get("backbone", "dsnet_tiny"))]
     for key, value in train_config.items():
         if key not in {"data", "out", "backbone", "notes"}:
@@ -107,7 +120,7 @@ def cross_dataset_section(cross: dict, datasets: Sequence[str] = ()) -> str:
         rates = " / ".join(_cell(m.get(k), "%") for k in ("accuracy", "far", "frr"))
         seen = "yes" if name in datasets else "no (cross-dataset)"
         lines.append(
-            f"| {DATASET_FACTS.get(name, (name,))[0]} {entry.get('split') or 'test'} | {seen} | {entry.get('n_pairs') or '-'} | "
+            f"| {dataset_label(name)} {entry.get('split') or 'test'} | {seen} | {entry.get('n_pairs') or '-'} | "
             f"{_cell(m.get('eer'), '%')} | {_cell(m.get('auc'), 'f')} | {rates} | `{entry.get('command') or ''}` |"
         )
     return "\n".join(lines)
@@ -119,8 +132,8 @@ def threshold_provenance(metrics: dict) -> str:
     data = info.get("data")
     if not data:
         return "The threshold is the equal-error-rate threshold on the validation writers of the training run."
-    roots = data if isinstance(data, list) else [data]
-    names = " + ".join(DATASET_FACTS.get(Path(str(root)).name, (Path(str(root)).name,))[0] for root in roots)
+    roots = as_roots(data)
+    names = " + ".join(dataset_label(root) for root in roots)
     pooled = " (pooled: one threshold for all of them)" if len(roots) > 1 else ""
     command = f": `{info['command']}`" if info.get("command") else "."
     return f"The threshold is the equal-error-rate threshold on {info.get('n_pairs', '?')} validation pairs of {names}{pooled}{command}"
@@ -158,7 +171,7 @@ def render_model_card(
     trained_on = datasets[0] if datasets else "cedar"
     display, test_writers, pairs_note = DATASET_FACTS.get(trained_on, (trained_on, None, None))
     protocol_note = f" ({display}: {pairs_note})" if pairs_note else ""
-    trained_from = ", ".join(DATASET_FACTS.get(name, (name,))[0] for name in datasets)
+    trained_from = ", ".join(dataset_label(name) for name in datasets)
     writers_note = f"{test_writers} test writers" if test_writers else "a limited set of test writers"
     evaluation = eval_command or f"python -m dsn evaluate --weights <this folder> --data ../shared/datasets/{trained_on} --split test"
     return f"""{_front_matter(datasets, license_id)}
@@ -303,9 +316,7 @@ def card_from_files(
         entry = {k: cross.get(k) for k in ("data", "split", "n_images", "n_pairs", "command")}
         metrics.setdefault("cross_dataset", {})[name] = {**entry, "metrics": cross["metrics"]}
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    roots = train_config.get("data") or ["cedar"]
-    roots = roots if isinstance(roots, list) else [roots]
-    data_names = tuple(Path(str(root)).name or "cedar" for root in roots)
+    data_names = tuple(Path(root).name or "cedar" for root in as_roots(train_config.get("data") or "cedar"))
     state_path = Path(train_config_json).parent / "last" / "train_state.json"  # written by dsn.train next to the config
     seconds = json.loads(state_path.read_text()).get("seconds") if state_path.is_file() else None
     return write_model_card(

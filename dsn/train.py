@@ -29,7 +29,7 @@ from .data import Augment, ImageCache, SignatureImage, protocol_pairs, split_ima
 from .losses import double_margin_loss
 from .metrics import equal_error_rate, summarize
 from .model import DetailSemNet
-from .modelcard import train_command, write_model_card
+from .modelcard import as_roots, train_command, write_model_card
 from .scoring import embed_cache, score_pairs
 
 
@@ -63,9 +63,7 @@ class TrainConfig:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, (str, Path)):  # configs of single-dataset runs
-            self.data = [str(self.data)]
-        self.data = [str(root) for root in self.data]
+        self.data = as_roots(self.data)  # configs of single-dataset runs hold one folder
 
 
 # ------------------------------------------------------------------ batches

@@ -20,7 +20,7 @@ import gradio as gr
 from gradio.events import Dependency
 
 from ..model import DetailSemNet
-from ..modelcard import DATASET_FACTS
+from ..modelcard import dataset_label
 from . import correspondence_tab, detail_tab
 from .api import build_api
 from .attribution_tab import AttributionView, build_attribution_tab
@@ -110,7 +110,7 @@ def header_metrics(metrics: dict[str, float], test_data: str = "") -> str:
     Test EERs are named by dataset (the checkpoint's own test set, then any other dataset it was
     tested on), so a visitor reads which writers each number comes from.
     """
-    test = f"{DATASET_FACTS.get(test_data, (test_data,))[0]} test" if test_data else "test"
+    test = f"{dataset_label(test_data)} test" if test_data else "test"
     parts = []
     if "test.eer" in metrics:
         auc = f" (ROC AUC {metrics['test.auc']:.3f})" if "test.auc" in metrics else ""
@@ -118,7 +118,7 @@ def header_metrics(metrics: dict[str, float], test_data: str = "") -> str:
     for key, value in metrics.items():
         match = CROSS_EER_KEY.fullmatch(key)
         if match:
-            parts.append(f"{DATASET_FACTS.get(match['name'], (match['name'],))[0]} test EER {100 * value:.2f} %")
+            parts.append(f"{dataset_label(match['name'])} test EER {100 * value:.2f} %")
     if "val.eer" in metrics:
         parts.append(f"val EER {100 * metrics['val.eer']:.2f} %")
     return " · measured: " + ", ".join(parts) if parts else ""
