@@ -107,8 +107,8 @@ def is_untrained(model: DetailSemNet) -> bool:
     return getattr(model, "source", None) is None
 
 
-def _as_preprocessed(source: object, size: int) -> Preprocessed:
-    return source if isinstance(source, Preprocessed) else preprocess(source, size=size)
+def _as_preprocessed(source: object, size: int, mode: str = "letterbox") -> Preprocessed:
+    return source if isinstance(source, Preprocessed) else preprocess(source, size=size, mode=mode)
 
 
 def _to_cpu_float(t: torch.Tensor) -> torch.Tensor:
@@ -136,8 +136,8 @@ def analyze_pair(
     """
     start = time.perf_counter()
     size = model.config.img_size
-    reference = _as_preprocessed(reference_source, size)
-    query = _as_preprocessed(query_source, size)
+    reference = _as_preprocessed(reference_source, size, model.config.preprocessing)
+    query = _as_preprocessed(query_source, size, model.config.preprocessing)
     device = next(model.parameters()).device
     model.eval()
     maps: list[DSIMaps] | None = [] if with_maps else None

@@ -81,6 +81,7 @@ class DSNet(nn.Module):
     ) -> None:
         super().__init__()
         self.dims = tuple(dims)
+        self.pool_sizes = tuple(pool_sizes)  # per stage; 1 = no frequency split there
         self.num_features = dims[-1]
         self.num_classes = num_classes
         self.stem = nn.Sequential(conv_bn(in_chans, dims[0] // 2, 2), nn.GELU(), conv_bn(dims[0] // 2, dims[0], 2))
@@ -101,6 +102,19 @@ class DSNet(nn.Module):
         for i, stage in enumerate(self.stages):
             x = stage(x, i, maps)
         return self.norm(x)
+
+    def forward_tokens(self, x: torch.Tensor, maps: list[DSIMaps] | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """(pre-norm tokens (B, N, C), normed tokens (B, N, C), grid), the interface DetailSemNet embeds with."""
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x, i, maps)
+        grid = (x.shape[-2], x.shape[-1])
+        return x.flatten(2).transpose(1, 2), self.norm(x).flatten(2).transpose(1, 2), grid
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The module whose (B, C, h, w) output Grad-CAM attributes to."""
+        return self.stages[-1]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x.mean(dim=(2, 3)))

@@ -1,4 +1,4 @@
-"""``python -m dsn.bench``: size, compute, CPU latency and memory of each DetailSemNet size.
+r"""``python -m dsn.bench``: size, compute, CPU latency and memory of each DetailSemNet size.
 
 Methods (printed with the table):
 
@@ -13,6 +13,15 @@ Methods (printed with the table):
 - Memory: growth of the process's peak RSS (``resource.getrusage``) from after
   imports to after all runs, each size in a fresh subprocess so sizes do not
   mask each other; it includes weights and activations.
+- Official code (``--official-code DIR``): the authors' own ``ViT_for_OSV_DSNet``
+  forward on the same pair (stretched, as it expects), same threads and runs,
+  in a subprocess started in DIR. DIR is a scratch copy of github
+  ``nycu-acm/DetailSemNet_OSV`` made to run on CPU, outside this repository::
+
+      git -C OFFICIAL_CLONE archive HEAD | tar -x -C /tmp/official-cpu
+      grep -rl '.cuda()' /tmp/official-cpu --include=*.py | xargs sed -i 's/\.cuda()//g'
+      sed -i 's/timm.models.layers.helpers import/timm.layers import/' /tmp/official-cpu/models/dsnet/transformer.py
+      pip install einops
 """
 
 from __future__ import annotations
@@ -32,10 +41,32 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .matching import cosine_cost, sinkhorn
-from .model import DetailSemNet
+from .model import DetailSemNet, DetailSemNetConfig
 from .preprocess import preprocess
 
-SIZES = ("dsnet_tiny", "dsnet_small", "dsnet_base")
+SIZES = ("dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official")
+
+# Runs in the official code's folder: its forward on a stretched pair, timed like ours.
+_OFFICIAL_TIMER = """
+import argparse, json, statistics, sys, time, warnings
+warnings.simplefilter("ignore")
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+runs = int(sys.argv[2])
+from model_v3 import ViT_for_OSV_DSNet
+opt = argparse.Namespace(emd=True, dis_type="cos", mar_type="uniform", gol_dis="l2", temp=1.0)
+model = ViT_for_OSV_DSNet(opt).eval()
+pair = torch.load(sys.argv[3])
+label = torch.ones(1, 1)
+times = []
+with torch.inference_mode():
+    for i in range(runs + 2):
+        start = time.perf_counter()
+        model(pair, label)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+print(json.dumps({"pair_ms": 1000 * statistics.median(times), "params": sum(p.numel() for p in model.parameters())}))
+"""
 
 
 def scribble(seed: int) -> np.ndarray:
@@ -79,10 +110,14 @@ def peak_rss_mib() -> float:
 def measure(backbone: str, runs: int, threads: int) -> dict:
     """All numbers for one size, in this process."""
     torch.set_num_threads(threads)
-    ref, query = preprocess(scribble(1)).tensor(), preprocess(scribble(2)).tensor()
+    config = (
+        DetailSemNetConfig.official(backbone=backbone) if backbone.startswith("dsnet_official") else DetailSemNetConfig(backbone=backbone)
+    )
+    mode = config.preprocessing
+    ref, query = preprocess(scribble(1), mode=mode).tensor(), preprocess(scribble(2), mode=mode).tensor()
     baseline = peak_rss_mib()
 
-    model = DetailSemNet(backbone=backbone).eval()
+    model = DetailSemNet(**vars(config)).eval()
     params = sum(p.numel() for p in model.parameters())
     flops = count_flops(model, ref)
     with torch.inference_mode():
@@ -114,12 +149,32 @@ def measure_in_subprocess(backbone: str, runs: int, threads: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_official_code(folder: str, runs: int, threads: int) -> dict:
+    """The authors' forward on the same drawn pair, stretched as their code expects."""
+    import tempfile
+    from pathlib import Path
+
+    pair = torch.cat([preprocess(scribble(i), mode="stretch").tensor() for i in (1, 2)], dim=1)  # (1, 2, 224, 224)
+    with tempfile.TemporaryDirectory() as scratch:
+        pair_path = Path(scratch) / "pair.pt"
+        torch.save(pair, pair_path)
+        command = [sys.executable, "-c", _OFFICIAL_TIMER, str(threads), str(runs), str(pair_path)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=folder)
+    if done.returncode != 0:
+        raise RuntimeError(f"the official code in {folder} failed:\n{done.stderr[-2000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"backbone": "official code (nycu-acm, CPU)", "runs": runs, "threads": threads, **row}
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| model | params (M) | GFLOPs / image @224 | pair latency (ms, median) | Sinkhorn 49x49 (ms) | peak RSS growth (MiB) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if "gflops_per_image" not in r:  # the official code: latency only
+            lines.append(f"| {r['backbone']} | {r['params'] / 1e6:.2f} | | {r['pair_ms']:.1f} | its own (eps 5e-8, early stop) | |")
+            continue
         lines.append(
             f"| {r['backbone']} | {r['params'] / 1e6:.2f} | {r['gflops_per_image']:.2f} | {r['pair_ms']:.1f} | "
             f"{r['sinkhorn_ms']:.2f} ({r['sinkhorn_iterations']} it, eps {r['epsilon_eval']:g}) | {r['peak_rss_growth_mib']:.0f} |"
@@ -133,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="timed runs per measurement (after 2 warm-up runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+    parser.add_argument("--official-code", default=None, help="folder with a CPU copy of the authors' code: time its forward too")
     parser.add_argument("--one", choices=SIZES, help=argparse.SUPPRESS)  # internal: measure one size in this process
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one, args.runs, args.threads)))
         return 0
     rows = [measure_in_subprocess(size, args.runs, args.threads) for size in args.sizes]
+    if args.official_code:
+        rows.append(measure_official_code(args.official_code, args.runs, args.threads))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m dsn {verify,train,evaluate,calibrate,card,push} ...``."""
+"""Command-line interface: ``python -m dsn {verify,train,evaluate,calibrate,card,push,convert-official} ...``."""
 
 from __future__ import annotations
 
@@ -240,6 +240,28 @@ def run_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_convert_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-official", help="turn a checkpoint of the authors' DetailSemNet code into a checkpoint folder")
+    p.add_argument("checkpoint", help="the official state dict, e.g. best.pt (read with torch.load(weights_only=True))")
+    p.add_argument("out_dir", help="folder to write config.json, model.safetensors and a model card to")
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold (default 0.6, not chosen on data: calibrate it)")
+    p.add_argument("--structural-weight", type=float, default=1.0, help="the official --temp: weight of the structural distance")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert_official import ConversionError, convert_official
+
+    try:
+        model = convert_official(args.checkpoint, args.out_dir, threshold=args.threshold, structural_weight=args.structural_weight)
+    except (ConversionError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out_dir}: {model.config.backbone}, {n / 1e6:.2f} M parameters, threshold {model.config.threshold:g}")
+    print(f"use it with: python -m dsn verify --weights {args.out_dir} REF.png QUERY.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dsn", description="DetailSemNet signature verification")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -249,13 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_parser(sub)
     add_push_parser(sub)
     add_card_parser(sub)
+    add_convert_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card}
+    handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card, "convert-official": run_convert}
     handlers |= {"evaluate": lambda a: run_evaluate(a, argv), "calibrate": lambda a: run_calibrate(a, argv)}
     try:
         return handlers[args.command](args)

@@ -285,12 +285,13 @@ class ImageCache:
     """Preprocessed images held in memory as uint8 so that training/evaluation
     preprocess each file once (224x224 uint8 = 49 KB an image)."""
 
-    def __init__(self, images: Sequence[SignatureImage], size: int = 224, progress: bool = True):
+    def __init__(self, images: Sequence[SignatureImage], size: int = 224, progress: bool = True, mode: str = "letterbox"):
         self.images = list(images)
         self.size = size
+        self.mode = mode
         self.pixels = np.empty((len(self.images), size, size), dtype=np.uint8)
         for i, image in enumerate(tqdm(self.images, desc="preprocessing", unit="img", disable=not progress)):
-            array = np.asarray(preprocess(image.path, size=size).image, dtype=np.float32)
+            array = np.asarray(preprocess(image.path, size=size, mode=mode).image, dtype=np.float32)
             if array.shape != (size, size):
                 raise ValueError(f"preprocess gave {array.shape} for {image.path}, not {size}x{size}")
             self.pixels[i] = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)

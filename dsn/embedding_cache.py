@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
-_PIPELINE_MODULES = ("preprocess.py", "backbone.py", "dsi.py", "model.py")
+_PIPELINE_MODULES = ("preprocess.py", "backbone.py", "official.py", "dsi.py", "model.py")
 _TENSOR_NAMES = ("global_feature", "tokens", "ink_mask")
 
 Progress = Callable[[int, int], None]
@@ -56,6 +56,17 @@ def default_cache_dir() -> Path:
     """``$DSN_CACHE_DIR`` if set, else ``~/.cache/dsn/embeddings``."""
     env = os.environ.get("DSN_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dsn" / "embeddings"
+
+
+def input_key(model: DetailSemNet) -> str:
+    """What an image becomes before the model sees it: size, plus the mode unless it is our letterbox.
+
+    Letterboxed keys stay as they were (``<size>``), so existing caches keep their rows;
+    stretched (official) inputs never share an entry with them.
+    """
+    size = model.config.img_size
+    mode = model.config.preprocessing
+    return str(size) if mode == "letterbox" else f"{size}{mode}"
 
 
 def weights_hash(model: DetailSemNet) -> str:
@@ -196,8 +207,8 @@ class EmbeddingCache:
         folders = sorted({str(Path(image.path).resolve().parent.parent.parent) for image in images})
         common = Path(os.path.commonpath(folders)) if folders else Path("empty")
         size = model.config.img_size
-        dataset_key = hashlib.sha1(f"{common}|{size}".encode()).hexdigest()[:12]
-        return self.cache_dir / model_key / f"{common.name or 'root'}-{size}-{dataset_key}.safetensors"
+        dataset_key = hashlib.sha1(f"{common}|{size}|{model.config.preprocessing}".encode()).hexdigest()[:12]
+        return self.cache_dir / model_key / f"{common.name or 'root'}-{input_key(model)}-{dataset_key}.safetensors"
 
     def embed(self, model: DetailSemNet, images: Sequence[SignatureImage], progress: Progress | None = None) -> Embedding:
         """Embeddings of ``images``: rows found on disk are reused, the rest computed and stored.
@@ -212,8 +223,7 @@ class EmbeddingCache:
             raise ValueError("no images to embed")
         path = self.shard_path(model, images)
         path.parent.mkdir(parents=True, exist_ok=True)
-        size = model.config.img_size
-        keys = [f"{file_sha1(image.path)}-{size}" for image in images]
+        keys = [f"{file_sha1(image.path)}-{input_key(model)}" for image in images]
         shard = self._load_or_discard(path, stats)
         index = shard.index() if shard else {}
         # one position per distinct missing key, in list order, so duplicates are embedded once
@@ -258,7 +268,7 @@ class EmbeddingCache:
             return None
 
     def _compute(self, model: DetailSemNet, images: list[SignatureImage], done: int, total: int, progress: Progress | None) -> Embedding:
-        pixels = ImageCache(images, size=model.config.img_size, progress=False)
+        pixels = ImageCache(images, size=model.config.img_size, progress=False, mode=model.config.preprocessing)
         on_batch = (lambda n, _: progress(done + n, total)) if progress is not None else None
         embedding = embed_cache(model, pixels, batch_size=self.batch_size, progress=False, on_batch=on_batch)
         return Embedding(embedding.global_feature.float().cpu(), embedding.tokens.float().cpu(), embedding.ink_mask.cpu(), embedding.grid)
@@ -285,7 +295,12 @@ class EmbeddingCache:
                     {name: torch.cat([current.tensors[name], new[name][take]]) for name in _TENSOR_NAMES},
                     current.grid,
                 )
-            identity = {"weights": weights_hash(model), "pipeline": pipeline_hash(), "img_size": str(model.config.img_size)}
+            identity = {
+                "weights": weights_hash(model),
+                "pipeline": pipeline_hash(),
+                "img_size": str(model.config.img_size),
+                "preprocessing": model.config.preprocessing,
+            }
             _write_shard(path, merged, identity)
         return merged
 

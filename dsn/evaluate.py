@@ -143,7 +143,7 @@ def evaluate(
         if len(embedding) != len(images):
             raise ValueError(f"embedding holds {len(embedding)} images but {len(images)} were given")
     elif cache is None:
-        cache = ImageCache(images, size=model.config.img_size, progress=progress)
+        cache = ImageCache(images, size=model.config.img_size, progress=progress, mode=model.config.preprocessing)
     elif len(cache) != len(images):
         raise ValueError(f"cache holds {len(cache)} images but {len(images)} were given")
     if on_progress is not None:

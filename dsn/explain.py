@@ -212,7 +212,7 @@ def attribute(
             window, stride = (1, occlusion_window, occlusion_window), (1, occlusion_stride, occlusion_stride)
             attr = occlusion.attribute(image, sliding_window_shapes=window, strides=stride, baselines=0.0, perturbations_per_eval=batch)
         else:  # layer_gradcam on the last stage, signed: + where the stage's features raise the distance
-            gradcam = LayerGradCam(_counted(function, 1, progress, label), model.backbone.stages[-1])
+            gradcam = LayerGradCam(_counted(function, 1, progress, label), model.backbone.cam_layer)
             coarse = gradcam.attribute(image, relu_attributions=False)
             attr = LayerAttribution.interpolate(coarse, tuple(image.shape[-2:]), interpolate_mode="bilinear")
     values = torch.nan_to_num(attr.detach()[0, 0].float()).cpu().numpy().astype(np.float32)

@@ -18,9 +18,19 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from . import backbone as _backbone  # noqa: F401  (registers dsnet_* with timm)
+from . import official as _official  # noqa: F401  (registers dsnet_official* with timm)
 from .dsi import DSIMaps
 from .matching import Transport, match_tokens
-from .preprocess import token_ink_mask
+from .preprocess import PREPROCESSING_MODES, area_mean_ink_mask, token_ink_mask
+
+# How the distance is defined: ours, and the official code's (plain L2 of the mean normed
+# token, structural tokens projected from the *pre-norm* tokens, ink by area mean).
+CHOICES = {
+    "preprocessing": PREPROCESSING_MODES,
+    "global_distance": ("normalized_l2", "l2"),
+    "structural_tokens": ("normed", "pre_norm"),
+    "ink_mask": ("stroke_fraction", "area_mean"),
+}
 
 
 @dataclass
@@ -34,6 +44,15 @@ class DetailSemNetConfig:
     sinkhorn_iterations: int = 100
     threshold: float = 0.6  # decision threshold on the total distance, chosen on validation writers
     drop_path_rate: float = 0.0
+    preprocessing: str = "letterbox"  # "letterbox": crop to the ink, keep aspect; "stretch": the official whole-image resize
+    global_distance: str = "normalized_l2"  # "l2": plain L2 of the mean final token, as the official code
+    structural_tokens: str = "normed"  # "pre_norm": head applied before the final norm, as the official code
+    ink_mask: str = "stroke_fraction"  # "area_mean": the official rule (cell mean above the image's minimum)
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> DetailSemNetConfig:
@@ -43,12 +62,27 @@ class DetailSemNetConfig:
             raise ValueError(f"config.json has keys this version does not know: {unknown}")
         return cls(**data)
 
+    @classmethod
+    def official(cls, **overrides: object) -> DetailSemNetConfig:
+        """The authors' network and distance: what ``convert-official`` writes."""
+        base = dict(
+            backbone="dsnet_official",
+            preprocessing="stretch",
+            global_distance="l2",
+            structural_tokens="pre_norm",
+            ink_mask="area_mean",
+            epsilon_train=0.05,  # the official training epsilon; its eval epsilon (5e-8) gives no converged plan
+            epsilon_eval=0.05,
+            sinkhorn_iterations=300,
+        )
+        return cls(**{**base, **overrides})
+
 
 @dataclass
 class Embedding:
     """Per-image outputs that pairs are scored from."""
 
-    global_feature: torch.Tensor  # (B, C), L2-normalised mean of the final tokens
+    global_feature: torch.Tensor  # (B, C), mean of the final tokens (L2-normalised unless global_distance == "l2")
     tokens: torch.Tensor  # (B, N, match_dim) projected final tokens
     ink_mask: torch.Tensor  # (B, N) bool: tokens that hold ink
     grid: tuple[int, int]
@@ -98,25 +132,28 @@ class DetailSemNet(
     library_name="dsn",
     tags=["signature-verification", "detailsemnet", "optimal-transport"],
     license="mit",
-    paper_url="https://arxiv.org/abs/2410.05556",
+    paper_url="https://arxiv.org/abs/2511.16364",
 ):
     """Offline signature verifier: lower distance = more likely the same writer's genuine signature."""
 
     def __init__(self, **config) -> None:
         super().__init__()
         self.config = DetailSemNetConfig.from_dict(config)
-        self.backbone = timm.create_model(self.config.backbone, drop_path_rate=self.config.drop_path_rate)
+        extra = {"img_size": self.config.img_size} if self.config.backbone.startswith("dsnet_official") else {}
+        self.backbone = timm.create_model(self.config.backbone, drop_path_rate=self.config.drop_path_rate, **extra)
         self.match_proj = nn.Linear(self.backbone.num_features, self.config.match_dim)
 
     # ----------------------------------------------------------------- embedding
     def embed(self, images: torch.Tensor, maps: list[DSIMaps] | None = None) -> Embedding:
         """Backbone pass on (B, 1, H, W) ink-bright images; ``maps`` collects each DSI's parts."""
-        features = self.backbone.forward_features(images, maps)
-        h, w = features.shape[-2:]
-        tokens = features.flatten(2).transpose(1, 2)  # B, N, C
-        global_feature = F.normalize(tokens.mean(dim=1), dim=-1)
-        mask = token_ink_mask(images, (h, w))
-        return Embedding(global_feature, self.match_proj(tokens), mask, (h, w))
+        pre_norm, normed, grid = self.backbone.forward_tokens(images, maps)  # (B, N, C) each
+        config = self.config
+        global_feature = normed.mean(dim=1)
+        if config.global_distance == "normalized_l2":
+            global_feature = F.normalize(global_feature, dim=-1)
+        tokens = self.match_proj(pre_norm if config.structural_tokens == "pre_norm" else normed)
+        mask = area_mean_ink_mask(images, grid) if config.ink_mask == "area_mean" else token_ink_mask(images, grid)
+        return Embedding(global_feature, tokens, mask, grid)
 
     # --------------------------------------------------------------- comparison
     def compare(self, ref: Embedding, query: Embedding, epsilon: float | None = None, iterations: int | None = None) -> Verification:

@@ -17,7 +17,7 @@ from huggingface_hub import ModelCardData
 
 CARD_NAME = "README.md"
 METRICS_NAME = "metrics.json"
-PAPER_URL = "https://arxiv.org/abs/2410.05556"
+PAPER_URL = "https://arxiv.org/abs/2511.16364"
 REQUIRED_SECTIONS = (
     "## What it is",
     "## Data and credits",

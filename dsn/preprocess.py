@@ -34,6 +34,8 @@ MIN_INK_EXTENT = 8  # px of the ink box's long side; less is a dot, not a signat
 SUPPORTED = "PNG, JPEG, TIFF, BMP or WebP"
 TOKEN_INK_LEVEL = 0.1  # model-input value above which a pixel counts as ink for token masks
 TOKEN_MIN_FRACTION = 0.02  # a token holds ink when more than this share of its cell is ink
+AREA_MEAN_MARGIN = 1e-5  # official ink rule: a cell's mean must exceed the image's emptiest cell by this
+PREPROCESSING_MODES = ("letterbox", "stretch")
 
 _BACKGROUND_SIDE = 256  # paper is estimated at this resolution: lighting varies slowly
 _BACKGROUND_KERNEL = 15  # closing kernel there (~6% of the long side): wider than pen strokes, small enough to follow a vignette
@@ -248,6 +250,23 @@ def token_ink_mask(
     return _tokens_with_ink(F.adaptive_avg_pool2d((images > ink_level).float(), tuple(grid)).flatten(1), min_fraction)
 
 
+def area_mean_ink_mask(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The official ink rule: a token holds ink when its cell's mean exceeds the emptiest cell's by 1e-5.
+
+    The official code takes the minimum over the whole batch; we take it per
+    image, so an image's mask does not depend on what it is batched with (the
+    same for a single pair, and for any image with one blank cell). When no
+    cell qualifies (a uniform image) the busiest one is kept, so matching
+    always has a token.
+    """
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"area_mean_ink_mask expects (B, 1, H, W) images, got {tuple(images.shape)}")
+    means = F.adaptive_avg_pool2d(images.float(), tuple(grid)).flatten(1)  # = F.interpolate(mode="area")
+    lowest = means.min(dim=1, keepdim=True).values
+    busiest = F.one_hot(means.argmax(dim=1), means.shape[1]).bool()
+    return (means >= lowest + AREA_MEAN_MARGIN) | busiest
+
+
 def _tokens_with_ink(fraction: torch.Tensor, min_fraction: float) -> torch.Tensor:
     busiest = F.one_hot(fraction.argmax(dim=1), fraction.shape[1]).bool()
     return (fraction > min_fraction) | busiest
@@ -261,18 +280,18 @@ class Preprocessed:
     ink_mask: np.ndarray  # (g, g) bool, g = last_stage_grid(size)
     original: np.ndarray  # RGB uint8 as read (orientation fixed)
     crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1 in original pixels (x1, y1 exclusive)
-    scale: float  # model px per original px
+    scale: float | tuple[float, float]  # model px per original px; (x, y) when stretched
     offset: tuple[float, float]  # model position of crop_box's top-left corner
 
     def to_model(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) original (x, y) -> model (x, y)."""
         origin = np.array(self.crop_box[:2], np.float64)
-        return (np.asarray(xy, np.float64) - origin) * self.scale + np.array(self.offset, np.float64)
+        return (np.asarray(xy, np.float64) - origin) * np.asarray(self.scale, np.float64) + np.array(self.offset, np.float64)
 
     def to_original(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) model (x, y) -> original (x, y)."""
         origin = np.array(self.crop_box[:2], np.float64)
-        return (np.asarray(xy, np.float64) - np.array(self.offset, np.float64)) / self.scale + origin
+        return (np.asarray(xy, np.float64) - np.array(self.offset, np.float64)) / np.asarray(self.scale, np.float64) + origin
 
     def tensor(self) -> torch.Tensor:
         """(1, 1, size, size) float32, ready for the model."""
@@ -309,18 +328,42 @@ def _resample(region: np.ndarray, scale: float, offset: tuple[float, float], siz
     return np.clip(canvas, 0.0, 1.0, out=canvas)
 
 
-def preprocess(source: str | Path | bytes | np.ndarray | Image.Image, size: int = 224, margin: float = 0.05) -> Preprocessed:
+def stretch_whole_image(original: np.ndarray, size: int) -> np.ndarray:
+    """The official input: grey, inverted, the whole image resized to size x size, in [0, 1].
+
+    Exactly the official pipeline (PIL ``convert("L")``, invert, torchvision's
+    ``Resize((size, size))``, which on a PIL image is PIL's antialiased
+    bilinear resize, then ``ToTensor``): no paper removal, no crop, aspect not kept.
+    """
+    gray = Image.fromarray(original).convert("L")
+    inverted = ImageOps.invert(gray).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(inverted, dtype=np.float32) / np.float32(255)
+
+
+def preprocess(
+    source: str | Path | bytes | np.ndarray | Image.Image, size: int = 224, margin: float = 0.05, mode: str = "letterbox"
+) -> Preprocessed:
     """Read, remove the paper, crop to the ink (+ margin) and letterbox into size x size.
 
     The scale comes from the ink box's long side, so the same signature at
     another resolution or position gives the same input; the ink box centre
-    lands on the canvas centre (to within half a model pixel).
+    lands on the canvas centre (to within half a model pixel). ``mode="stretch"``
+    instead gives the official input (``stretch_whole_image``), for checkpoints
+    trained with the authors' code; the ink checks run in both modes.
     """
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
     original = read_image(source)
     strength = ink_strength(original)
     ink = strength > 0
     if not ink.any():
         raise PreprocessError("No ink found: the page looks blank or uniform. Please upload a photo or scan of a signature.")
+    if mode == "stretch":
+        height, width = ink.shape
+        canvas = stretch_whole_image(original, size)
+        grid = last_stage_grid(size)
+        mask = area_mean_ink_mask(torch.from_numpy(canvas)[None, None], (grid, grid))[0].reshape(grid, grid).numpy()
+        return Preprocessed(canvas, mask, original, (0, 0, width, height), (size / width, size / height), (0.0, 0.0))
     x0, y0, x1, y1 = _ink_box(ink)
     width, height = x1 - x0, y1 - y0
     longest = max(width, height)

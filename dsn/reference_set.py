@@ -128,8 +128,8 @@ def _select(v: Verification, index: int) -> Verification:
     )
 
 
-def _as_preprocessed(source: object, size: int) -> Preprocessed:
-    return source if isinstance(source, Preprocessed) else preprocess(source, size=size)
+def _as_preprocessed(source: object, size: int, mode: str) -> Preprocessed:
+    return source if isinstance(source, Preprocessed) else preprocess(source, size=size, mode=mode)
 
 
 def _name(source: object, fallback: str) -> str:
@@ -166,8 +166,9 @@ def verify_against_references(
         raise ValueError("names and references differ in length")
     start = time.perf_counter()
     size = model.config.img_size
-    query_pre = _as_preprocessed(query, size)
-    reference_pre = [_as_preprocessed(r, size) for r in references]
+    mode = model.config.preprocessing
+    query_pre = _as_preprocessed(query, size, mode)
+    reference_pre = [_as_preprocessed(r, size, mode) for r in references]
     device = next(model.parameters()).device
     model.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()

@@ -25,7 +25,8 @@ def verify_files(model: DetailSemNet, ref: str | Path, query: str | Path, thresh
     """
     started = time.perf_counter()
     size = model.config.img_size
-    ref_image, query_image = preprocess(ref, size=size), preprocess(query, size=size)
+    mode = model.config.preprocessing
+    ref_image, query_image = preprocess(ref, size=size, mode=mode), preprocess(query, size=size, mode=mode)
     model.eval()
     with torch.inference_mode():
         result = model(ref_image.tensor(), query_image.tensor())

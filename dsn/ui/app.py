@@ -214,7 +214,7 @@ def build_app(
                             with gr.Tab("Patch correspondences", id="correspondences"):
                                 matches = build_correspondence_tab()
                             with gr.Tab("Detail vs semantics", id="detail"):
-                                detail = build_detail_tab()
+                                detail = build_detail_tab(model.backbone.pool_sizes)
                             with gr.Tab("Attributions", id="attributions"):
                                 attributions = build_attribution_tab()
         verify_on = _wire_pair(model, analysis, reference, query, banner, verdict, matches, detail, attributions)

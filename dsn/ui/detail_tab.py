@@ -2,7 +2,8 @@
 
 The DSI separates a stage's features into a pooled (low-frequency, semantic)
 part and the residual (high-frequency, detail) part. Only stages that pool
-have that split: stages 1-3 pool, stage 4 does not.
+have that split: in our ``dsnet_*`` stages 1-3 pool, in the official network
+stages 1-2; the tab reads which from the model it shows.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from ..analysis import PairAnalysis, channel_energy, find_maps, radial_power_pro
 from ..backbone import POOL_SIZES
 from ..figures import dsi_figure, frequency_profile_figure
 
-FREQUENCY_NOTE = (
-    "The frequency split exists only in the stages that pool: "
-    + ", ".join(f"stage {i + 1} pools {p}×{p}" for i, p in enumerate(POOL_SIZES) if p > 1)
-    + "; stage 4 does not pool, so its semantic and detail inputs are the same features."
-)
+
+def frequency_note(pool_sizes: tuple[int, ...] = POOL_SIZES) -> str:
+    pooling = ", ".join(f"stage {i + 1} pools {p}×{p}" for i, p in enumerate(pool_sizes) if p > 1)
+    flat = [str(i + 1) for i, p in enumerate(pool_sizes) if p == 1]
+    rest = f"; stage {' and '.join(flat)} {'does' if len(flat) == 1 else 'do'} not pool, so there the semantic and detail inputs are the same features"
+    return f"The frequency split exists only in the stages that pool: {pooling}{rest if flat else ''}."
 
 
 @dataclass
@@ -31,8 +33,8 @@ class DetailView:
     frequency: gr.Plot
 
 
-def stage_choices() -> list[tuple[str, int]]:
-    return [(f"stage {i + 1}" + (f" (pools {p}×{p})" if p > 1 else " (no pooling)"), i) for i, p in enumerate(POOL_SIZES)]
+def stage_choices(pool_sizes: tuple[int, ...] = POOL_SIZES) -> list[tuple[str, int]]:
+    return [(f"stage {i + 1}" + (f" (pools {p}×{p})" if p > 1 else " (no pooling)"), i) for i, p in enumerate(pool_sizes)]
 
 
 def block_choices(analysis: PairAnalysis | None, stage: int) -> list[tuple[str, int]]:
@@ -42,16 +44,16 @@ def block_choices(analysis: PairAnalysis | None, stage: int) -> list[tuple[str, 
     return [(f"block {b + 1}", b) for b in blocks] or [("block 1", 0)]
 
 
-def build_detail_tab() -> DetailView:
-    """Body of the "Detail vs semantics" tab; call inside a ``gr.Tab``."""
+def build_detail_tab(pool_sizes: tuple[int, ...] = POOL_SIZES) -> DetailView:
+    """Body of the "Detail vs semantics" tab; call inside a ``gr.Tab``; ``pool_sizes``: the shown model's, per stage."""
     gr.Markdown(
         "Each DSI block splits its input into a **semantic** part (pooled: the overall shape) and a **detail** part "
         "(what pooling removes: stroke edges, pen texture), processes them separately (DetailConv, SalientConv, "
-        f"SemanticsAttend) and merges them again. {FREQUENCY_NOTE}",
+        f"SemanticsAttend) and merges them again. {frequency_note(pool_sizes)}",
         elem_classes="dsn-note",
     )
     with gr.Row():
-        stage = gr.Dropdown(stage_choices(), value=0, label="Stage", elem_id="dsi-stage")
+        stage = gr.Dropdown(stage_choices(pool_sizes), value=0, label="Stage", elem_id="dsi-stage")
         block = gr.Dropdown(block_choices(None, 0), value=0, label="Block", elem_id="dsi-block")
     dsi = gr.Plot(label="DSI parts (channel energy)", elem_id="dsi-plot")
     frequency = gr.Plot(label="Frequency profile", elem_id="frequency-plot")

@@ -1,0 +1,261 @@
+"""Conformance of the official-architecture port with numbers produced by the authors' code, and safe conversion."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import dsn.model  # noqa: F401  (registers the backbones)
+from dsn.convert_official import ConversionError, convert_official, map_key, read_official_state_dict
+from dsn.matching import cosine_cost
+from dsn.model import DetailSemNet
+from dsn.preprocess import preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "official-detailsemnet"
+CEDAR = ROOT.parent / "shared" / "datasets" / "cedar"
+needs_fixture = pytest.mark.skipif(not (FIXTURE / "expected.safetensors").is_file(), reason=f"{FIXTURE} is absent")
+TOLERANCE = 1e-4  # of each tensor's max magnitude
+
+
+def _formula_state_dict() -> dict[str, torch.Tensor]:
+    spec = importlib.util.spec_from_file_location("weights_formula", FIXTURE / "weights_formula.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.formula_state_dict(json.loads((FIXTURE / "keys.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def official_pt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("official") / "best.pt"
+    torch.save(_formula_state_dict(), path)  # the way the official training script saves
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted(official_pt, tmp_path_factory) -> tuple[DetailSemNet, Path]:
+    out = tmp_path_factory.mktemp("converted") / "official"
+    convert_official(official_pt, out)
+    return DetailSemNet.load(out), out
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, torch.Tensor]:
+    return load_file(str(FIXTURE / "expected.safetensors"))
+
+
+def _close(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    return float((ours.float() - theirs.float()).abs().max() / theirs.float().abs().max())
+
+
+@needs_fixture
+@pytest.mark.usefixtures("one_thread")
+def test_every_fixture_tensor_is_reproduced(converted, expected):
+    model, _ = converted
+    images = expected["input_pair"].transpose(0, 1)  # (1, 2, H, W) -> (2, 1, H, W)
+    stages: dict[int, torch.Tensor] = {}
+    hooks = [s.register_forward_hook(lambda m, i, o, k=k: stages.__setitem__(k, o)) for k, s in enumerate(model.backbone.stages)]
+    maps: list = []
+    with torch.inference_mode():
+        embedding = model.embed(images, maps)
+        _, normed, _ = model.backbone.forward_tokens(images)
+    for hook in hooks:
+        hook.remove()
+    errors = {}
+    for i in range(2):
+        p = f"image{i}."
+        for s in range(4):
+            errors[p + f"stage{s + 1}"] = _close(stages[s][i : i + 1], expected[p + f"stage{s + 1}"])
+            last = [m for m in maps if m.stage == s][-1]
+            high = torch.cat([last.detail_conv, last.salient_conv], dim=1)[i : i + 1]
+            errors[p + f"stage{s + 1}_last_high"] = _close(high, expected[p + f"stage{s + 1}_last_high"])
+            errors[p + f"stage{s + 1}_last_low"] = _close(last.semantics_attend[i : i + 1], expected[p + f"stage{s + 1}_last_low"])
+        errors[p + "final_tokens_normed"] = _close(normed[i : i + 1], expected[p + "final_tokens_normed"])
+        errors[p + "global_feature"] = _close(embedding.global_feature[i : i + 1], expected[p + "global_feature"])
+        assert torch.equal(embedding.ink_mask[i : i + 1], expected[p + "ink_mask"].bool()), p + "ink_mask"
+        ink_tokens = embedding.tokens[i][embedding.ink_mask[i]][None]
+        errors[p + "structural_tokens"] = _close(ink_tokens, expected[p + "structural_tokens"])
+    ref_tokens = embedding.tokens[0][embedding.ink_mask[0]][None]
+    query_tokens = embedding.tokens[1][embedding.ink_mask[1]][None]
+    errors["cost_query_by_reference"] = _close(cosine_cost(ref_tokens, query_tokens).transpose(1, 2), expected["cost_query_by_reference"])
+    global_distance = (embedding.global_feature[0] - embedding.global_feature[1]).norm()[None]
+    errors["global_distance"] = _close(global_distance, expected["global_distance"])
+    with safe_open(str(FIXTURE / "expected.safetensors"), "pt") as f:
+        compared = {k for k in f.keys() if k not in {"input_pair", "official_forward_distance"} and not k.endswith("ink_mask")}
+    assert compared == set(errors), compared ^ set(errors)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOLERANCE, (worst, errors[worst])
+
+
+@needs_fixture
+def test_formula_checkpoint_converts_with_every_key(official_pt, converted):
+    model, folder = converted
+    official = read_official_state_dict(official_pt)
+    assert len(official) == len(model.state_dict()) == 445
+    config = json.loads((folder / "config.json").read_text())
+    assert config["backbone"] == "dsnet_official" and config["preprocessing"] == "stretch" and config["global_distance"] == "l2"
+    assert "sha256" in (folder / "README.md").read_text()
+
+
+@needs_fixture
+def test_wrapped_and_dataparallel_checkpoints_convert(tmp_path):
+    state = _formula_state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "wrapped.pt")
+    model = convert_official(tmp_path / "wrapped.pt", tmp_path / "out")
+    assert torch.equal(model.match_proj.weight, state["head_str.weight"])
+
+
+@needs_fixture
+@pytest.mark.skipif(not (CEDAR / "011").is_dir(), reason=f"{CEDAR} is absent")
+@pytest.mark.usefixtures("one_thread")
+def test_official_preprocessing_from_the_files_gives_the_official_distance(converted, expected):
+    model, _ = converted
+    with safe_open(str(FIXTURE / "expected.safetensors"), "pt") as f:
+        files = json.loads(f.metadata()["images"])
+    images = [preprocess(CEDAR / name, mode=model.config.preprocessing) for name in files]
+    pixels = torch.cat([im.tensor() for im in images])
+    # Our stretch is the same PIL resize as torchvision's Resize on a PIL image: identical pixels.
+    assert float((pixels[:, 0] - expected["input_pair"][0]).abs().max()) < 1e-6
+    with torch.inference_mode():
+        result = model(images[0].tensor(), images[1].tensor())
+    official = float(expected["global_distance"][0])
+    assert abs(float(result.global_distance[0]) - official) <= 0.01 * official
+    assert float(result.transport.marginal_error[0]) < 1e-3  # a converged coupling, unlike the official eval Sinkhorn
+
+
+@needs_fixture
+def test_cli_convert_then_verify_prints_the_official_global_distance(official_pt, expected, tmp_path):
+    if not (CEDAR / "011").is_dir():
+        pytest.skip(f"{CEDAR} is absent")
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "dsn"]
+    subprocess.run([*run, "convert-official", str(official_pt), str(out)], check=True, env=env, capture_output=True, cwd=tmp_path)
+    shown = subprocess.run(
+        [*run, "verify", "--weights", str(out), str(CEDAR / "011/genuine/01.png"), str(CEDAR / "011/forged/01.png"), "--json"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    result = json.loads(shown.stdout)
+    assert result["global_distance"] == pytest.approx(float(expected["global_distance"][0]), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------- refusals (no fixture needed)
+
+
+def _tiny_official_state() -> dict[str, torch.Tensor]:
+    """A complete official-layout state dict, built from our own model through the inverse of the mapping."""
+    model = DetailSemNet(backbone="dsnet_official")
+    inverse = {}
+    for key in _official_keys():
+        inverse[map_key(key)] = key
+    return {inverse[k]: v.clone() for k, v in model.state_dict().items()}
+
+
+def _official_keys() -> list[str]:
+    stem = [f"model.patch_embed.{m}.{p}" for m in ("proj1", "proj2") for p in ("weight", "bias")]
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    stem += [f"model.patch_embed.{m}.{p}" for m in ("norm1", "norm2") for p in bn]
+    keys = (
+        stem + [f"model.pos_embed{s}" for s in range(1, 5)] + ["model.norm.weight", "model.norm.bias", "head_str.weight", "head_str.bias"]
+    )
+    for s in range(2, 5):
+        keys += [f"model.patch_embed{s}.proj.{p}" for p in ("weight", "bias")] + [f"model.patch_embed{s}.norm.{p}" for p in bn]
+    parts = [
+        "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+        "attn.high_mixer.conv1.weight", "attn.high_mixer.proj1.weight", "attn.high_mixer.proj2.weight", "attn.high_mixer.proj2.bias",
+        "attn.low_mixer.qkv.weight", "attn.low_mixer.qkv.bias", "attn.conv_fuse.weight", "attn.proj.weight", "attn.proj.bias",
+        "attn.reduce_h.weight", "attn.reduce_h.bias", "attn.reduce_l.weight", "attn.reduce_l.bias",
+    ]  # fmt: skip
+    for s, depth in zip(range(1, 5), (3, 3, 9, 3)):
+        for i in range(depth):
+            keys += [f"model.blocks{s}.{i}.{p}" for p in parts]
+            if s >= 3:
+                keys += [f"model.blocks{s}.{i}.layer_scale_1", f"model.blocks{s}.{i}.layer_scale_2"]
+    return keys
+
+
+@pytest.fixture(scope="module")
+def good_state() -> dict[str, torch.Tensor]:
+    return _tiny_official_state()
+
+
+def test_the_mapping_covers_every_parameter_exactly_once(good_state):
+    model_keys = set(DetailSemNet(backbone="dsnet_official").state_dict())
+    assert {map_key(k) for k in good_state} == model_keys and len(good_state) == len(model_keys) == 445
+
+
+@pytest.mark.parametrize("damage", ["missing", "extra", "shape"])
+def test_damaged_checkpoints_are_refused_with_a_clear_message(good_state, tmp_path, damage):
+    state = dict(good_state)
+    if damage == "missing":
+        del state["model.blocks3.4.attn.low_mixer.qkv.weight"]
+        expected = "1 missing (e.g. model.stages.2.blocks.4.mixer.semantics_attend.qkv.weight"
+    elif damage == "extra":
+        state["model.head.weight"] = torch.zeros(10, 384)
+        expected = "1 unexpected (e.g. model.head.weight)"
+    else:
+        state["head_str.weight"] = torch.zeros(64, 384)
+        expected = "head_str.weight: (64, 384), expected (96, 384)"
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ConversionError, match="Not a checkpoint of the official DetailSemNet") as err:
+        convert_official(tmp_path / "bad.pt", tmp_path / "out")
+    assert expected in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+class _RunsCode:
+    """Unpickling this would call ``Path.touch`` on a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(good_state, tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({**good_state, "head_str.bias": _RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ConversionError, match="other than tensors"):
+        convert_official(tmp_path / "evil.pt", tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_entries_that_are_not_tensors_and_non_checkpoints_are_refused(good_state, tmp_path):
+    torch.save({**good_state, "epoch": 7}, tmp_path / "mixed.pt")
+    with pytest.raises(ConversionError, match="must be a tensor.*epoch"):
+        read_official_state_dict(tmp_path / "mixed.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ConversionError, match="not a readable PyTorch checkpoint"):
+        read_official_state_dict(tmp_path / "text.pt")
+    with pytest.raises(ConversionError, match="is not a file"):
+        read_official_state_dict(tmp_path)
+
+
+def test_official_backbones_are_registered_and_take_other_sizes():
+    for name in ("dsnet_official", "dsnet_official_tiny"):
+        assert timm.create_model(name).num_features in (384, 160)
+    model = DetailSemNet(backbone="dsnet_official_tiny", img_size=128, preprocessing="stretch", ink_mask="area_mean").eval()
+    with torch.inference_mode():
+        square = model.embed(torch.rand(2, 1, 128, 128))
+        wide = model.embed(torch.rand(1, 1, 128, 448))  # odd grids on the way: ceil pooling keeps it defined
+    assert square.grid == (4, 4) and wide.grid == (4, 14)
+
+
+def test_config_refuses_unknown_distance_definitions():
+    with pytest.raises(ValueError, match="global_distance must be one of"):
+        DetailSemNet(global_distance="cosine")
