@@ -83,6 +83,16 @@ class Stem(nn.Module):
         return self.bn2(self.conv2(x)).permute(0, 2, 3, 1)
 
 
+def pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 conv applied to channels-last (B, H, W, C) features as a matmul: no layout copies."""
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+def spatial(x: torch.Tensor, op: nn.Module) -> torch.Tensor:
+    """A spatial op (depthwise conv, max-pool) on channels-last features, through a channels-last NCHW view."""
+    return op(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
 class SemanticsAttend(nn.Module):
     """Multi-head self-attention over the (pooled) semantic tokens, no output projection."""
 
@@ -92,15 +102,26 @@ class SemanticsAttend(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        qkv = self.qkv(x.flatten(2).transpose(1, 2)).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        """(B, h, w, C) -> (B, h, w, C); channels ordered head by head, as the official code orders them."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x.reshape(b, h * w, c)).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
-        return out.permute(0, 1, 3, 2).reshape(b, c, h, w)
+        return out.transpose(1, 2).reshape(b, h, w, c)
+
+
+def _pool(x: torch.Tensor, pool_size: int) -> torch.Tensor:
+    """Average pooling of channels-last features; ceil mode + ``expand_cells`` equals the official
+    pool / nearest upsample on even grids and stays defined on odd ones (where the official code fails)."""
+    return F.avg_pool2d(x.permute(0, 3, 1, 2), pool_size, ceil_mode=True, count_include_pad=False)
 
 
 class OfficialDSI(nn.Module):
-    """The official Detail-Semantics Integrator with its channel split (``semantic_dim`` from the head schedule)."""
+    """The official Detail-Semantics Integrator with its channel split (``semantic_dim`` from the head schedule).
+
+    Runs on channels-last features throughout: 1x1 convs are matmuls, spatial
+    ops see a channels-last view; the parameters keep the official conv shapes.
+    """
 
     def __init__(self, dim: int, num_heads: int, attention_heads: int, pool_size: int) -> None:
         super().__init__()
@@ -123,40 +144,38 @@ class OfficialDSI(nn.Module):
         self.proj = nn.Conv2d(mixed, dim, 1)
 
     def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        """(B, H, W, C) -> (B, H, W, C); ``maps`` collects the parts the explorer shows."""
-        x = x.permute(0, 3, 1, 2)
-        size = x.shape[-2:]
+        """(B, H, W, C) -> (B, H, W, C); ``maps`` collects the parts the explorer shows (NCHW)."""
+        size = x.shape[1:3]
         if self.pool_size > 1:
-            # ceil-mode pooling + cell expansion equals the official pool / nearest upsample on even grids
-            # and stays defined on odd ones (where the official code fails).
-            pooled = F.avg_pool2d(x, self.pool_size, ceil_mode=True, count_include_pad=False)
-            detail = self.reduce_detail(x - expand_cells(pooled, self.pool_size, size))
-            semantic = self.reduce_semantic(pooled)
+            pooled = _pool(x, self.pool_size)  # (B, C, h, w)
+            low = expand_cells(pooled, self.pool_size, size).permute(0, 2, 3, 1)
+            detail = pointwise(x - low, self.reduce_detail)
+            semantic = pointwise(pooled.permute(0, 2, 3, 1), self.reduce_semantic)
         else:
-            detail, semantic = self.reduce_detail(x), self.reduce_semantic(x)
+            detail, semantic = pointwise(x, self.reduce_detail), pointwise(x, self.reduce_semantic)
         half = self.detail_dim // 2
-        detail_out = self.detail_conv(detail[:, :half])
-        salient_out = self.salient_conv(detail[:, half:])
+        pw, dw, act = self.detail_conv
+        detail_out = act(spatial(pointwise(detail[..., :half], pw), dw))
+        maxpool, salient_pw, salient_act = self.salient_conv
+        salient_out = salient_act(pointwise(spatial(detail[..., half:], maxpool), salient_pw))
         semantic_out = self.semantics_attend(semantic)
         if self.pool_size > 1:
-            semantic_out = expand_cells(semantic_out, self.pool_size, size)
-        mixed = torch.cat([detail_out, salient_out, semantic_out], dim=1)
-        mixed = mixed + self.fuse(mixed)
+            semantic_out = expand_cells(semantic_out.permute(0, 3, 1, 2), self.pool_size, size).permute(0, 2, 3, 1)
+        mixed = torch.cat([detail_out, salient_out, semantic_out], dim=-1)
+        mixed = mixed + spatial(mixed, self.fuse)
         if maps is not None:
-            semantic_in = semantic if self.pool_size == 1 else expand_cells(semantic, self.pool_size, size)
-            maps.append(
-                DSIMaps(
-                    stage=where[0],
-                    block=where[1],
-                    pool_size=self.pool_size,
-                    semantic_input=semantic_in.detach(),
-                    detail_input=detail.detach(),
-                    detail_conv=detail_out.detach(),
-                    salient_conv=salient_out.detach(),
-                    semantics_attend=semantic_out.detach(),
-                )
-            )
-        return self.proj(mixed).permute(0, 2, 3, 1)
+            nchw = {
+                "detail_input": detail,
+                "detail_conv": detail_out,
+                "salient_conv": salient_out,
+                "semantics_attend": semantic_out,
+                "semantic_input": semantic
+                if self.pool_size == 1
+                else expand_cells(semantic.permute(0, 3, 1, 2), self.pool_size, size).permute(0, 2, 3, 1),
+            }
+            parts = {k: v.detach().permute(0, 3, 1, 2).contiguous() for k, v in nchw.items()}
+            maps.append(DSIMaps(stage=where[0], block=where[1], pool_size=self.pool_size, **parts))
+        return pointwise(mixed, self.proj)
 
 
 class OfficialBlock(nn.Module):

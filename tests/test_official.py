@@ -259,3 +259,87 @@ def test_official_backbones_are_registered_and_take_other_sizes():
 def test_config_refuses_unknown_distance_definitions():
     with pytest.raises(ValueError, match="global_distance must be one of"):
         DetailSemNet(global_distance="cosine")
+
+
+# ---------------------------------------------------------------------------- every view with an official checkpoint
+
+EXAMPLES = ROOT / "assets" / "examples"
+
+
+@pytest.fixture(scope="module")
+def official_folder(tmp_path_factory) -> Path:
+    """A checkpoint folder with the official architecture, preprocessing and distance (seeded random weights)."""
+    from dsn.model import DetailSemNetConfig
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("official-random") / "ckpt"
+    DetailSemNet(**vars(DetailSemNetConfig.official(backbone="dsnet_official_tiny"))).save(folder)
+    return folder
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_view_runs_on_an_official_checkpoint(official_folder):
+    from dsn import figures
+    from dsn.analysis import analyze_pair
+    from dsn.explain import attribute
+    from dsn.reference_set import verify_against_references
+    from dsn.ui.detail_tab import stage_choices
+    from dsn.verify import verify_files
+
+    model = DetailSemNet.load(official_folder)
+    ref, query = EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_forged.png"
+    analysis = analyze_pair(model, ref, query)
+    assert analysis.reference.image.shape == (224, 224)
+    # stretched: the whole original maps onto the square, so its corners land on the canvas corners
+    height, width = analysis.reference.original.shape[:2]
+    corners = analysis.reference.to_model(torch.tensor([[0.0, 0.0], [width, height]]).numpy())
+    assert corners.tolist() == [[0.0, 0.0], [224.0, 224.0]]
+    assert verify_files(model, ref, query)["distance"] == pytest.approx(float(analysis.verification.distance[0]), abs=1e-5)
+    for make in (figures.correspondence_figure, figures.plan_heatmap, figures.structural_share_figure, figures.distance_bar_figure):
+        make(analysis)
+    assert {m.pool_size for m in analysis.maps_ref} == {1, 2}
+    assert [label for label, _ in stage_choices(model.backbone.pool_sizes)][2:] == ["stage 3 (no pooling)", "stage 4 (no pooling)"]
+    for stage in range(4):
+        figures.dsi_figure(analysis, stage, 0)
+    for method in ("saliency", "layer_gradcam", "integrated_gradients"):
+        result = attribute(model, analysis, method, steps=4)
+        assert result.map.shape == (224, 224) and float(abs(result.map).max()) > 0
+    references = verify_against_references(model, query, [ref, EXAMPLES / "writer1_genuine.png"])
+    assert len(references.distances) == 2
+
+
+def test_official_and_letterbox_inputs_never_share_cache_entries(official_folder, tmp_path):
+    from dsn.data import list_images
+    from dsn.embedding_cache import EmbeddingCache, input_key
+
+    ours = DetailSemNet(backbone="dsnet_official_tiny")
+    ours.load_state_dict(DetailSemNet.load(official_folder).state_dict())  # same weights, our preprocessing
+    official = DetailSemNet.load(official_folder)
+    assert input_key(ours) != input_key(official)
+    root = tmp_path / "data" / "001"
+    (root / "genuine").mkdir(parents=True)
+    for i, name in enumerate(["writer1_reference.png", "writer1_genuine.png"]):
+        (root / "genuine" / f"{i + 1:02d}.png").write_bytes((EXAMPLES / name).read_bytes())
+    images = list_images(tmp_path / "data")
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = cache.embed(official, images)
+    assert cache.last.misses == 2
+    cache.embed(ours, images)
+    assert cache.last.misses == 2  # not served the stretched rows
+    again = cache.embed(official, images)
+    assert cache.last.hits == 2 and torch.equal(again.global_feature, first.global_feature)
+
+
+@pytest.mark.slow
+def test_the_app_serves_an_official_checkpoint(official_folder):
+    gradio_client = pytest.importorskip("gradio_client")
+    from dsn.ui.screenshot import serve
+
+    with serve(str(official_folder)) as (_, url):
+        client = gradio_client.Client(url, verbose=False)
+        ref, query = (gradio_client.handle_file(str(EXAMPLES / n)) for n in ("writer1_reference.png", "writer1_forged.png"))
+        summary = client.predict(ref, query, None, api_name="/verify")
+        assert summary["distance"] == pytest.approx(summary["global_distance"] + summary["weighted_structural_distance"], abs=1e-5)
+        assert client.predict(ref, query, 5, -1, api_name="/correspondences")["matches"]
+        assert client.predict(ref, query, 2, 0, api_name="/dsi")["pool_size"] == 1
+        assert client.predict(ref, query, "layer_gradcam", "total", "query", 8, api_name="/attribute")["stats"]
