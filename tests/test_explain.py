@@ -98,3 +98,20 @@ def test_layer_gradcam_is_an_upsampled_last_stage_map(model: DetailSemNet, analy
     assert result.map.shape == (224, 224) and np.isfinite(result.map).all()
     assert result.map.std() > 0 and result.signed
     assert result.seconds > 0 and result.method == "layer_gradcam" and result.target == "structural" and result.side == "query"
+
+
+def test_the_time_estimate_runs_no_model_and_then_uses_what_was_measured(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    from dsn.ui import attribution_tab
+
+    attribution_tab._seconds_per_batch.pop(id(model), None)
+    calls = []
+    hook = model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        before = attribution_tab.describe(analysis, "integrated_gradients", 32, model)
+        assert calls == [] and "estimated from the verify time" in before
+        attribution_tab.record_cost(model, analysis, "integrated_gradients", 32, seconds=9.0)
+        after = attribution_tab.describe(analysis, "integrated_gradients", 32, model)
+    finally:
+        hook.remove()
+        attribution_tab._seconds_per_batch.pop(id(model), None)
+    assert calls == [] and "**~9 s** (measured on this machine)" in after

@@ -1,14 +1,15 @@
 """Attributions: which pixels of one image drive the distance (Captum, via ``dsn.explain``).
 
-Heavy methods announce their expected time before they run (measured, not
-guessed: one model call is timed once per process) and report progress. The
+Heavy methods announce their expected time before they run and report
+progress. The estimate never runs the model: before any attribution it is
+scaled from the verify time of the pair, afterwards from the measured cost of
+the last attribution. The
 last map is kept in a ``gr.State`` so the opacity slider only re-draws it.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -16,15 +17,15 @@ import plotly.graph_objects as go
 import torch
 
 from ..analysis import PairAnalysis
-from ..explain import HEAVY, LABELS, METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, TARGETS, Attribution, distance_function
+from ..explain import HEAVY, LABELS, METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, TARGETS, Attribution
 from ..figures import attribution_figure
 from ..model import DetailSemNet
 from .compute import explain, user_errors
-from .runtime import gpu
 
 BATCH = 16  # dsn.explain's CPU batch: the unit of the time estimate
 MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}
-_seconds_per_batch: dict[int, float] = {}  # id(model) -> seconds of one forward + backward over BATCH images
+_seconds_per_batch: dict[int, float] = {}  # id(model) -> measured seconds of one forward + backward over BATCH images
+BACKWARD_FACTOR = 3.0  # forward + backward costs about three forwards
 
 
 @dataclass
@@ -67,6 +68,7 @@ class AttributionView:
             progress(0.0, desc=f"{LABELS.get(method, method)}: starting")
             with user_errors():
                 result = explain(model, pair, method, target, side, int(steps), lambda f, text: progress(f, desc=text))
+            record_cost(model, pair, method, int(steps), result.seconds)
             figure = attribution_figure(result, pair.preprocessed(side).image, float(opacity))
             return result, figure, stats_markdown(result, pair)
 
@@ -83,7 +85,7 @@ class AttributionView:
         )
         estimate = lambda pair, method, steps: describe(pair, method, steps, model)  # noqa: E731
         for control in (self.method, self.steps):
-            control.change(estimate, [analysis, self.method, self.steps], self.info, api_visibility="private", **MODEL_JOB)
+            control.change(estimate, [analysis, self.method, self.steps], self.info, api_visibility="private")  # runs no model
 
 
 def build_attribution_tab() -> AttributionView:
@@ -108,21 +110,21 @@ def build_attribution_tab() -> AttributionView:
     return AttributionView(method, target, side, steps, opacity, info, run, figure, stats, gr.State(None, time_to_live=3600))
 
 
-@gpu  # it runs the network: on ZeroGPU that needs a GPU slot like any other model call
-def seconds_per_batch(model: DetailSemNet, analysis: PairAnalysis) -> float:
-    """Time one forward + backward over BATCH images, once per process (the first one warms up, the second counts)."""
-    key = id(model)
-    if key not in _seconds_per_batch:
-        device = next(model.parameters()).device
-        function = distance_function(model, analysis, "total", "query")
-        images = analysis.query.tensor().to(device).repeat(BATCH, 1, 1, 1)
-        for _ in range(2):
-            start = time.perf_counter()
-            with torch.enable_grad():
-                batch = images.clone().requires_grad_(True)
-                torch.autograd.grad(function(batch).sum(), batch)  # input gradients only, as Captum takes them
-            _seconds_per_batch[key] = time.perf_counter() - start
-    return _seconds_per_batch[key]
+def seconds_per_batch(model: DetailSemNet, analysis: PairAnalysis) -> tuple[float, bool]:
+    """(seconds of one forward + backward over BATCH images, measured?) without running the model.
+
+    Measured once an attribution has run in this process; before that scaled
+    from the pair's verify time (one forward of two images, preprocessing included).
+    """
+    if id(model) in _seconds_per_batch:
+        return _seconds_per_batch[id(model)], True
+    return BATCH / 2 * analysis.seconds * BACKWARD_FACTOR, False
+
+
+def record_cost(model: DetailSemNet, analysis: PairAnalysis, method: str, steps: int, seconds: float) -> None:
+    """Remember what one batch cost in a real attribution, for the next estimates."""
+    if method in HEAVY:
+        _seconds_per_batch[id(model)] = seconds / max(_calls(analysis, method, steps), 1e-9)
 
 
 def _calls(analysis: PairAnalysis, method: str, steps: int) -> float:
@@ -147,8 +149,10 @@ def describe(analysis: PairAnalysis | None, method: str, steps: float, model: De
         return f"**{label}**: fast (one backward pass)."
     text = f"**{label}** is heavy: {HEAVY[method]}."
     if analysis is not None and model is not None:
-        seconds = _calls(analysis, method, int(steps)) * seconds_per_batch(model, analysis)
-        text += f" Expect **~{max(seconds, 0.1):.0f} s** on this machine."
+        per_batch, measured = seconds_per_batch(model, analysis)
+        seconds = _calls(analysis, method, int(steps)) * per_batch
+        basis = "measured on this machine" if measured else "estimated from the verify time"
+        text += f" Expect **~{max(seconds, 0.1):.0f} s** ({basis})."
     return text
 
 
