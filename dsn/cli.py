@@ -102,7 +102,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the checkpoint's, chosen on val)")
     p.add_argument("--report", default=None, help="folder for report.html, pairs.csv, roc.csv, metrics.json")
     p.add_argument("--out-csv", default=None, help="write per-pair distances to this CSV")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8, help="images per backbone pass (8 is fastest on small CPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

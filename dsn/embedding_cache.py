@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from .data import ImageCache, SignatureImage
 from .model import DetailSemNet, Embedding
-from .scoring import embed_cache
+from .scoring import EMBED_BATCH, embed_cache
 
 try:  # POSIX only; on Windows writes stay atomic but concurrent merges may drop rows
     import fcntl
@@ -196,7 +196,7 @@ def _locked(path: Path) -> Iterator[None]:
 class EmbeddingCache:
     """A cache folder; ``embed`` returns embeddings in the order of ``images``."""
 
-    def __init__(self, cache_dir: str | Path | None = None, batch_size: int = 32):
+    def __init__(self, cache_dir: str | Path | None = None, batch_size: int = EMBED_BATCH):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.last = CacheStats()

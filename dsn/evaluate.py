@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .data import ImageCache, Pair, SignatureImage, protocol_pairs, read_pairs_csv, split_images
 from .metrics import equal_error_rate, rates_at, summarize
 from .model import DetailSemNet, Embedding
-from .scoring import PairScores, embed_cache, score_pairs
+from .scoring import EMBED_BATCH, PairScores, embed_cache, score_pairs
 from .weights import WeightsError, default_weights
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -117,7 +117,7 @@ def evaluate(
     model: DetailSemNet,
     images: Sequence[SignatureImage],
     pairs: Sequence[Pair] | None = None,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     threshold: float | None = None,
     cache: ImageCache | None = None,
     progress: bool = True,

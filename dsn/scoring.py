@@ -16,6 +16,10 @@ from tqdm.auto import tqdm
 from .data import ImageCache, Pair
 from .model import DetailSemNet, Embedding
 
+# Images per backbone pass when embedding a dataset on CPU: small batches keep activations in cache
+# (dsnet_tiny, 2 cores: 148 images/s at 8, 143 at 16, 110 at 32, 99 at 64).
+EMBED_BATCH = 8
+
 
 @dataclass
 class PairScores:
@@ -30,7 +34,7 @@ class PairScores:
 def embed_cache(
     model: DetailSemNet,
     cache: ImageCache,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Embedding:
