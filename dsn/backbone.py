@@ -78,6 +78,7 @@ class DSNet(nn.Module):
         in_chans: int = 1,
         num_classes: int = 0,
         drop_path_rate: float = 0.0,
+        img_size: int | None = None,  # accepted like timm models do; nothing here depends on it (no positional embedding)
     ) -> None:
         super().__init__()
         self.dims = tuple(dims)
@@ -123,12 +124,17 @@ class DSNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _create(name: str, pretrained: bool = False, **kwargs) -> DSNet:
+def create_sized(cls: type[nn.Module], sizes: dict[str, dict], name: str, pretrained: bool, hint: str, **kwargs) -> nn.Module:
+    """A timm entry point: ``cls`` with the preset ``sizes[name]``; there are no timm-hosted weights (``hint`` says what to do)."""
     if pretrained:
-        raise ValueError(f"{name}: no timm-hosted weights exist; load a DetailSemNet checkpoint with DetailSemNet.load(...)")
+        raise ValueError(f"{name}: no timm-hosted weights exist; {hint}")
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
-    return DSNet(**{**SIZES[name], **kwargs})
+    return cls(**{**sizes[name], **kwargs})
+
+
+def _create(name: str, pretrained: bool = False, **kwargs) -> DSNet:
+    return create_sized(DSNet, SIZES, name, pretrained, "load a DetailSemNet checkpoint with DetailSemNet.load(...)", **kwargs)
 
 
 @register_model

@@ -36,8 +36,10 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -167,9 +169,6 @@ def measure_in_subprocess(backbone: str, runs: int, threads: int, batch: int) ->
 
 def measure_official_code(folder: str, runs: int, threads: int) -> dict:
     """The authors' forward on the same drawn pair, stretched as their code expects."""
-    import tempfile
-    from pathlib import Path
-
     pair = torch.cat([preprocess(scribble(i), mode="stretch").tensor() for i in (1, 2)], dim=1)  # (1, 2, 224, 224)
     with tempfile.TemporaryDirectory() as scratch:
         pair_path = Path(scratch) / "pair.pt"

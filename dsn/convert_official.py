@@ -57,6 +57,7 @@ _BLOCK_PARTS = (
     ("mlp.fc2.", "mlp.fc2."),
 )
 _STEM = {"proj1.": "conv1.", "norm1.": "bn1.", "proj2.": "conv2.", "norm2.": "bn2."}
+_STEM_BACK = {v[:-1]: k[:-1] for k, v in _STEM.items()}
 
 
 class ConversionError(ValueError):
@@ -83,6 +84,26 @@ def map_key(key: str) -> str | None:
     return None
 
 
+def official_key(ours: str) -> str | None:
+    """The official name of one of our keys (the inverse of ``map_key``), or None for keys it has no place for."""
+    if match := re.fullmatch(r"backbone\.stem\.(conv1|bn1|conv2|bn2)\.(.+)", ours):
+        return f"model.patch_embed.{_STEM_BACK[match[1]]}.{match[2]}"
+    if match := re.fullmatch(r"backbone\.stages\.([1-3])\.downsample\.(conv|bn)\.(.+)", ours):
+        return f"model.patch_embed{int(match[1]) + 1}.{'proj' if match[2] == 'conv' else 'norm'}.{match[3]}"
+    if match := re.fullmatch(r"backbone\.stages\.([0-3])\.pos_embed", ours):
+        return f"model.pos_embed{int(match[1]) + 1}"
+    if match := re.fullmatch(r"backbone\.stages\.([0-3])\.blocks\.(\d+)\.(.+)", ours):
+        for old, new in _BLOCK_PARTS:
+            if match[3].startswith(new):
+                return f"model.blocks{int(match[1]) + 1}.{match[2]}.{old}{match[3][len(new) :]}"
+        return None
+    if match := re.fullmatch(r"backbone\.norm\.(weight|bias)", ours):
+        return f"model.norm.{match[1]}"
+    if match := re.fullmatch(r"match_proj\.(weight|bias)", ours):
+        return f"head_str.{match[1]}"
+    return None
+
+
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of an official checkpoint, loaded without running any code from the file."""
     path = Path(path)
@@ -103,7 +124,7 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConversionError(f"{path.name} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from err
     if isinstance(data, dict):
         for wrapper in ("state_dict", "model"):
-            if isinstance(data.get(wrapper), dict) and not isinstance(data.get(wrapper), torch.Tensor):
+            if isinstance(data.get(wrapper), dict):
                 data = data[wrapper]
                 break
     if not isinstance(data, dict) or not data:
@@ -132,7 +153,7 @@ def convert_state_dict(official: dict[str, torch.Tensor], model: DetailSemNet) -
     ]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing (e.g. {_official_name(missing[0])})")
+        problems.append(f"{len(missing)} missing (e.g. {official_key(missing[0]) or missing[0]})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected (e.g. {sorted(unexpected)[0]})")
     if wrong:
@@ -140,11 +161,6 @@ def convert_state_dict(official: dict[str, torch.Tensor], model: DetailSemNet) -
     if problems:
         raise ConversionError(f"Not a checkpoint of the official DetailSemNet ({model.config.backbone}): keys " + "; ".join(problems) + ".")
     return {k: v.to(expected[k].dtype) for k, v in mapped.items()}
-
-
-def _official_name(ours: str) -> str:
-    """Best-effort official name of one of our keys, for error messages."""
-    return ours.replace("backbone.", "model.", 1).replace("match_proj", "head_str")
 
 
 def convert_official(

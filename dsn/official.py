@@ -34,7 +34,8 @@ from timm.layers import DropPath, LayerScale, Mlp, trunc_normal_
 from timm.models import register_model
 from torch import nn
 
-from .dsi import DSIMaps, expand_cells
+from .backbone import create_sized
+from .dsi import DSIMaps, expand_cells, init_weights
 
 LAYER_NORM_EPS = 1e-6
 
@@ -251,7 +252,7 @@ class OfficialDSNet(nn.Module):
         self.final_map = nn.Identity()  # the last stage's output as an NCHW map: where Grad-CAM hooks
         self.norm = nn.LayerNorm(dims[-1], eps=LAYER_NORM_EPS)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for stage in self.stages:
             trunc_normal_(stage.pos_embed, std=0.02)
 
@@ -283,19 +284,10 @@ class OfficialDSNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
 def _create(name: str, pretrained: bool = False, **kwargs) -> OfficialDSNet:
-    if pretrained:
-        raise ValueError(f"{name}: no timm-hosted weights exist; convert an official checkpoint with `python -m dsn convert-official`")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return OfficialDSNet(**{**SIZES[name], **kwargs})
+    return create_sized(
+        OfficialDSNet, SIZES, name, pretrained, "convert an official checkpoint with `python -m dsn convert-official`", **kwargs
+    )
 
 
 @register_model

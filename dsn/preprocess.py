@@ -262,14 +262,16 @@ def area_mean_ink_mask(images: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"area_mean_ink_mask expects (B, 1, H, W) images, got {tuple(images.shape)}")
     means = F.adaptive_avg_pool2d(images.float(), tuple(grid)).flatten(1)  # = F.interpolate(mode="area")
-    lowest = means.min(dim=1, keepdim=True).values
-    busiest = F.one_hot(means.argmax(dim=1), means.shape[1]).bool()
-    return (means >= lowest + AREA_MEAN_MARGIN) | busiest
+    return _with_busiest(means >= means.min(dim=1, keepdim=True).values + AREA_MEAN_MARGIN, means)
 
 
 def _tokens_with_ink(fraction: torch.Tensor, min_fraction: float) -> torch.Tensor:
-    busiest = F.one_hot(fraction.argmax(dim=1), fraction.shape[1]).bool()
-    return (fraction > min_fraction) | busiest
+    return _with_busiest(fraction > min_fraction, fraction)
+
+
+def _with_busiest(chosen: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """``chosen`` plus each row's highest-scoring token, so no row is empty."""
+    return chosen | F.one_hot(score.argmax(dim=1), score.shape[1]).bool()
 
 
 @dataclass

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import dsn.model  # noqa: F401  (registers the backbones)
-from dsn.convert_official import ConversionError, convert_official, map_key, read_official_state_dict
+from dsn.convert_official import ConversionError, convert_official, map_key, official_key, read_official_state_dict
 from dsn.matching import cosine_cost
 from dsn.model import DetailSemNet
 from dsn.preprocess import preprocess
@@ -156,41 +156,14 @@ def test_cli_convert_then_verify_prints_the_official_global_distance(official_pt
 # ---------------------------------------------------------------------------- refusals (no fixture needed)
 
 
-def _tiny_official_state() -> dict[str, torch.Tensor]:
-    """A complete official-layout state dict, built from our own model through the inverse of the mapping."""
-    model = DetailSemNet(backbone="dsnet_official")
-    inverse = {}
-    for key in _official_keys():
-        inverse[map_key(key)] = key
-    return {inverse[k]: v.clone() for k, v in model.state_dict().items()}
-
-
-def _official_keys() -> list[str]:
-    stem = [f"model.patch_embed.{m}.{p}" for m in ("proj1", "proj2") for p in ("weight", "bias")]
-    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
-    stem += [f"model.patch_embed.{m}.{p}" for m in ("norm1", "norm2") for p in bn]
-    keys = (
-        stem + [f"model.pos_embed{s}" for s in range(1, 5)] + ["model.norm.weight", "model.norm.bias", "head_str.weight", "head_str.bias"]
-    )
-    for s in range(2, 5):
-        keys += [f"model.patch_embed{s}.proj.{p}" for p in ("weight", "bias")] + [f"model.patch_embed{s}.norm.{p}" for p in bn]
-    parts = [
-        "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
-        "attn.high_mixer.conv1.weight", "attn.high_mixer.proj1.weight", "attn.high_mixer.proj2.weight", "attn.high_mixer.proj2.bias",
-        "attn.low_mixer.qkv.weight", "attn.low_mixer.qkv.bias", "attn.conv_fuse.weight", "attn.proj.weight", "attn.proj.bias",
-        "attn.reduce_h.weight", "attn.reduce_h.bias", "attn.reduce_l.weight", "attn.reduce_l.bias",
-    ]  # fmt: skip
-    for s, depth in zip(range(1, 5), (3, 3, 9, 3)):
-        for i in range(depth):
-            keys += [f"model.blocks{s}.{i}.{p}" for p in parts]
-            if s >= 3:
-                keys += [f"model.blocks{s}.{i}.layer_scale_1", f"model.blocks{s}.{i}.layer_scale_2"]
-    return keys
+def _official_layout_state() -> dict[str, torch.Tensor]:
+    """A complete official-layout state dict, built from our own model through the inverse key mapping."""
+    return {official_key(k): v.clone() for k, v in DetailSemNet(backbone="dsnet_official").state_dict().items()}
 
 
 @pytest.fixture(scope="module")
 def good_state() -> dict[str, torch.Tensor]:
-    return _tiny_official_state()
+    return _official_layout_state()
 
 
 def test_the_mapping_covers_every_parameter_exactly_once(good_state):
@@ -198,12 +171,18 @@ def test_the_mapping_covers_every_parameter_exactly_once(good_state):
     assert {map_key(k) for k in good_state} == model_keys and len(good_state) == len(model_keys) == 445
 
 
+@needs_fixture
+def test_the_inverse_mapping_names_exactly_the_official_keys():
+    official = {key for key, _, _ in json.loads((FIXTURE / "keys.json").read_text())}
+    assert set(_official_layout_state()) == official
+
+
 @pytest.mark.parametrize("damage", ["missing", "extra", "shape"])
 def test_damaged_checkpoints_are_refused_with_a_clear_message(good_state, tmp_path, damage):
     state = dict(good_state)
     if damage == "missing":
         del state["model.blocks3.4.attn.low_mixer.qkv.weight"]
-        expected = "1 missing (e.g. model.stages.2.blocks.4.mixer.semantics_attend.qkv.weight"
+        expected = "1 missing (e.g. model.blocks3.4.attn.low_mixer.qkv.weight)"
     elif damage == "extra":
         state["model.head.weight"] = torch.zeros(10, 384)
         expected = "1 unexpected (e.g. model.head.weight)"

@@ -2,7 +2,7 @@
 
 Layout: a header that says what the model is (and, loudly, when its weights
 are untrained); a "Verify a pair" tab with the two inputs on the left and the
-views on the right; any extra tabs (e.g. the dataset explorer of issue #5);
+views on the right; any extra tabs (e.g. the dataset explorer);
 and hidden JSON endpoints for ``gradio_client`` (``dsn.ui.api``). The
 analysis of the current pair lives in a ``gr.State``, so every view and
 control after "Verify" works without running the model again.
@@ -42,7 +42,7 @@ MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}  # one network r
 class PairViews:
     """The pair views, as other tabs see them.
 
-    ``open_pair_on`` is how another tab (issue #5's dataset explorer) shows a
+    ``open_pair_on`` is how another tab (e.g. the dataset explorer) shows a
     pair here: it fills both inputs, switches to the "Verify a pair" tab and
     runs exactly what the Verify button runs.
     """
