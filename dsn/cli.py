@@ -19,7 +19,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="dataset folder, e.g. ../shared/datasets/cedar; repeat it to train one model on several datasets",
     )
     p.add_argument("--out", required=True, help="run folder, e.g. runs/cedar-tiny")
-    p.add_argument("--size", dest="backbone", default="dsnet_tiny", choices=["dsnet_tiny", "dsnet_small", "dsnet_base"])
+    p.add_argument(
+        "--size",
+        dest="backbone",
+        default="dsnet_tiny",
+        choices=["dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official"],
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
     p.add_argument(
         "--stop-after-epoch",
@@ -100,6 +105,14 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--pairs", default=None, help="CSV with reference,query,label columns instead of the standard protocol pairs")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the checkpoint's, chosen on val)")
+    p.add_argument(
+        "--references",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="K",
+        help="also report EER when each query meets K genuine references of its writer (mean and min distance), e.g. 1 3 5",
+    )
     p.add_argument("--report", default=None, help="folder for report.html, pairs.csv, roc.csv, metrics.json")
     p.add_argument("--out-csv", default=None, help="write per-pair distances to this CSV")
     p.add_argument("--batch-size", type=int, default=8, help="images per backbone pass (8 is fastest on small CPUs)")
@@ -114,6 +127,7 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
     from .evaluate import evaluate, format_summary, load_images_and_pairs, load_model_for_evaluation
+    from .multi_reference import format_multi_reference, multi_reference_metrics
     from .report import write_pair_rows, write_report
     from .weights import WeightsError
 
@@ -125,6 +139,8 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         if not trained:
             print(UNTRAINED_WARNING, file=sys.stderr)
         result = evaluate(model, images, pairs, batch_size=args.batch_size, threshold=args.threshold, progress=not args.no_progress)
+        if args.references:
+            result.info["multi_reference"] = multi_reference_metrics(result.images, result.pairs, result.scores.distance, args.references)
     except (WeightsError, ValueError, OSError) as err:  # PreprocessError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -137,6 +153,8 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         print(json.dumps({**result.summary(), "files": {k: str(v) for k, v in written.items()}}, indent=2))
     else:
         print(format_summary(result))
+        if args.references:
+            print(format_multi_reference(result.info["multi_reference"]))
         for path in written.values():
             print(f"wrote {path}")
     return 0

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .data import Augment, ImageCache, SignatureImage, protocol_pairs, split_images_of
+from .data import WRITER_NAMESPACE, Augment, ImageCache, SignatureImage, protocol_pairs, split_images_of
 from .losses import double_margin_loss
 from .metrics import equal_error_rate, summarize
 from .model import DetailSemNet
@@ -57,6 +57,8 @@ class TrainConfig:
     train_sinkhorn_iterations: int = 30
     augment: float = 1.0
     drop_path_rate: float = 0.05
+    train_writers: int = 0  # 0: every train writer; N: a fixed, dataset-proportional subset (learning curves)
+    writer_loss_weight: float = 0.0  # >0: also classify the batch's genuine signatures by writer (cosine softmax)
     seed: int = 0
     threads: int = 2
     init: str = ""  # warm start: weights source (folder or hf://) whose weights the model starts from
@@ -64,6 +66,43 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = as_roots(self.data)  # configs of single-dataset runs hold one folder
+
+
+# ------------------------------------------------------------------ writers
+def subset_writers(images: list[SignatureImage], count: int, seed: int) -> list[SignatureImage]:
+    """The images of ``count`` writers, each dataset keeping its share of writers (largest remainder).
+
+    Each dataset's writers are shuffled once per seed and the first ones taken, so the subsets of a
+    learning curve are nested (the 25 writers are among the 50) and reproducible.
+    """
+    writers = sorted({im.writer for im in images})
+    if count <= 0 or count >= len(writers):
+        return images
+    by_dataset: dict[int, list[int]] = {}
+    for w in writers:
+        by_dataset.setdefault(w // WRITER_NAMESPACE, []).append(w)
+    quota = {k: count * len(ws) / len(writers) for k, ws in by_dataset.items()}
+    take = {k: int(q) for k, q in quota.items()}
+    for k in sorted(quota, key=lambda k: take[k] - quota[k])[: count - sum(take.values())]:
+        take[k] += 1
+    rng = np.random.default_rng(seed)
+    chosen = {int(w) for k, ws in sorted(by_dataset.items()) for w in rng.permutation(ws)[: take[k]]}
+    return [im for im in images if im.writer in chosen]
+
+
+class WriterHead(torch.nn.Module):
+    """Cosine-softmax writer classifier on the global feature: a training-only auxiliary task
+    (as SigNet learns writer-discriminative features), dropped when the model is saved."""
+
+    def __init__(self, dim: int, writers: list[int], scale: float = 16.0) -> None:
+        super().__init__()
+        self.register_buffer("writer_ids", torch.tensor(sorted(writers)), persistent=False)
+        self.weight = torch.nn.Parameter(torch.randn(len(writers), dim) * dim**-0.5)
+        self.scale = scale
+
+    def loss(self, feature: torch.Tensor, writers: torch.Tensor) -> torch.Tensor:
+        logits = self.scale * torch.nn.functional.normalize(feature, dim=-1) @ torch.nn.functional.normalize(self.weight, dim=-1).T
+        return torch.nn.functional.cross_entropy(logits, torch.searchsorted(self.writer_ids, writers))
 
 
 # ------------------------------------------------------------------ batches
@@ -116,9 +155,13 @@ def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 # ------------------------------------------------------------- checkpoints
-def save_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Model + optimizer as safetensors, counters as JSON: resumable without pickle."""
+def save_state(
+    folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer, state: dict, writer_head: WriterHead | None = None
+) -> None:
+    """Model + optimizer (+ writer head) as safetensors, counters as JSON: resumable without pickle."""
     model.save(folder)
+    if writer_head is not None:
+        save_file(writer_head.state_dict(), str(folder / "writer_head.safetensors"))
     opt = optimizer.state_dict()
     tensors = {f"{pid}.{key}": value for pid, slots in opt["state"].items() for key, value in slots.items() if torch.is_tensor(value)}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "optimizer.safetensors"))
@@ -126,8 +169,10 @@ def save_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimiz
     (folder / "train_state.json").write_text(json.dumps(state, indent=2))
 
 
-def load_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer) -> dict:
+def load_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer, writer_head: WriterHead | None = None) -> dict:
     model.load_state_dict(DetailSemNet.load(folder).state_dict())
+    if writer_head is not None:
+        writer_head.load_state_dict(load_file(str(folder / "writer_head.safetensors")))
     flat = load_file(str(folder / "optimizer.safetensors"))
     slots: dict[int, dict] = {}
     for name, value in flat.items():
@@ -150,7 +195,14 @@ def validate(model: DetailSemNet, cache: ImageCache, pairs: list) -> dict:
     return result
 
 
-def train_step(model: DetailSemNet, images: torch.Tensor, writers: torch.Tensor, genuine: torch.Tensor, cfg: TrainConfig) -> dict:
+def train_step(
+    model: DetailSemNet,
+    images: torch.Tensor,
+    writers: torch.Tensor,
+    genuine: torch.Tensor,
+    cfg: TrainConfig,
+    writer_head: WriterHead | None = None,
+) -> dict:
     emb = model.embed(images)
     a, b, positive, weight = batch_pairs(writers, genuine, cfg.random_negative_weight)
     result = model.compare(emb[a], emb[b], iterations=cfg.train_sinkhorn_iterations)
@@ -165,6 +217,8 @@ def train_step(model: DetailSemNet, images: torch.Tensor, writers: torch.Tensor,
         result.structural_distance * cfg.structural_weight, cfg.structural_weight * share
     )
     loss = main + cfg.part_loss_weight * parts
+    if writer_head is not None and bool(genuine.any()):  # same backbone pass, one more task
+        loss = loss + cfg.writer_loss_weight * writer_head.loss(emb.global_feature[genuine], writers[genuine])
     return {"loss": loss, "main": main.detach(), "pairs": len(a)}
 
 
@@ -189,7 +243,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    train_images = split_images_of(cfg.data, "train")
+    train_images = subset_writers(split_images_of(cfg.data, "train"), cfg.train_writers, cfg.seed)
     val_images = split_images_of(cfg.data, "val")  # pooled: one threshold for every dataset trained on
     val_pairs = protocol_pairs(val_images)
     caches = {cfg.img_size: ImageCache(train_images, cfg.img_size)}
@@ -206,10 +260,15 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
     if cfg.init:
         model.load_state_dict(DetailSemNet.load(cfg.init).state_dict())
         print(f"warm start from {cfg.init}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    writer_head = None
+    parameters = list(model.parameters())
+    if cfg.writer_loss_weight > 0:
+        writer_head = WriterHead(model.backbone.num_features, sorted({im.writer for im in train_images}))
+        parameters += list(writer_head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "step": 0, "best_eer": None, "history": [], "seconds": 0.0}
     if resume and (out / "last" / "train_state.json").is_file():
-        state = load_state(out / "last", model, optimizer)
+        state = load_state(out / "last", model, optimizer, writer_head)
         print(f"resumed from {out / 'last'} at epoch {state['epoch']}, step {state['step']}")
     augment = Augment(cfg.augment)
     total_steps = cfg.epochs * cfg.steps_per_epoch
@@ -231,10 +290,10 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
             images = torch.from_numpy(np.stack([augment(cache[i], rng) for i in idx]))[:, None]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step, total_steps)
-            out_step = train_step(model, images, writers_all[idx], genuine_all[idx], cfg)
+            out_step = train_step(model, images, writers_all[idx], genuine_all[idx], cfg, writer_head)
             optimizer.zero_grad(set_to_none=True)
             out_step["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)
             optimizer.step()
             losses.append(float(out_step["loss"].detach()))
             state["step"] = step + 1
@@ -258,7 +317,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
             state["best_eer"] = val["eer"]
             model.save(out / "best")
             write_run_metrics(out / "best", cfg, val, state)
-        save_state(out / "last", model, optimizer, state)
+        save_state(out / "last", model, optimizer, state, writer_head)
         if val is not None:
             write_run_metrics(out / "last", cfg, val, state)
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))

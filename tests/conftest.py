@@ -1,18 +1,23 @@
-"""Shared fixtures: the model the explanation tests look inside, and an analysed example pair."""
+"""Shared fixtures: the model the explanation tests look inside, an analysed example pair, a synthetic dataset folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
 from dsn.analysis import PairAnalysis, analyze_pair
 from dsn.model import DetailSemNet
 from dsn.preprocess import preprocess
+from dsn.synth import SyntheticWriter
 from dsn.weights import default_weights
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"  # drawn by dsn.synth, shipped with the app
+SYNTH_WRITERS = {1: 101, 2: 202, 3: 303}  # writer id -> SyntheticWriter seed
+SYNTH_GENUINE, SYNTH_FORGED = 3, 2
 
 
 def explorer_model() -> DetailSemNet:
@@ -55,3 +60,23 @@ def model() -> DetailSemNet:
 @pytest.fixture(scope="module")
 def analysis(model: DetailSemNet) -> PairAnalysis:
     return analyze_pair(model, EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_forged.png")
+
+
+@pytest.fixture(scope="module")
+def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset folder in the real layout, drawn by dsn.synth, with writer-independent splits."""
+    base = tmp_path_factory.mktemp("datasets")
+    root = base / "synth"
+    for writer, seed in SYNTH_WRITERS.items():
+        person = SyntheticWriter(seed)
+        specimens = {
+            "genuine": [person.genuine(i) for i in range(SYNTH_GENUINE)],
+            "forged": [person.forgery(i) for i in range(SYNTH_FORGED)],
+        }
+        for class_name, images in specimens.items():
+            folder = root / f"{writer:03d}" / class_name
+            folder.mkdir(parents=True)
+            for index, rgb in enumerate(images, start=1):
+                cv2.imwrite(str(folder / f"{index:02d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (base / "splits.json").write_text(json.dumps({"synth": {"train": [1], "val": [1], "test": [2, 3]}}))
+    return root

@@ -8,10 +8,10 @@ import json
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import SYNTH_FORGED, SYNTH_GENUINE
 
 from dsn import weights
 from dsn.cli import main
@@ -30,12 +30,9 @@ from dsn.model import DetailSemNet
 from dsn.preprocess import preprocess
 from dsn.report import det_figure, distance_histogram, per_writer_table, roc_figure
 from dsn.scoring import PairScores
-from dsn.synth import SyntheticWriter
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
-SYNTH_WRITERS = {1: 101, 2: 202, 3: 303}  # writer id -> SyntheticWriter seed
-SYNTH_GENUINE, SYNTH_FORGED = 3, 2
 EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
 
 
@@ -45,26 +42,6 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = DetailSemNet(threshold=0.45)
     return model.save(tmp_path_factory.mktemp("weights") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dataset folder in the real layout, drawn by dsn.synth, with writer-independent splits."""
-    base = tmp_path_factory.mktemp("datasets")
-    root = base / "synth"
-    for writer, seed in SYNTH_WRITERS.items():
-        person = SyntheticWriter(seed)
-        specimens = {
-            "genuine": [person.genuine(i) for i in range(SYNTH_GENUINE)],
-            "forged": [person.forgery(i) for i in range(SYNTH_FORGED)],
-        }
-        for class_name, images in specimens.items():
-            folder = root / f"{writer:03d}" / class_name
-            folder.mkdir(parents=True)
-            for index, rgb in enumerate(images, start=1):
-                cv2.imwrite(str(folder / f"{index:02d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    (base / "splits.json").write_text(json.dumps({"synth": {"train": [1], "val": [1], "test": [2, 3]}}))
-    return root
 
 
 # ------------------------------------------------------------------ real data

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from dsn.data import ImageCache, split_images
 from dsn.model import DetailSemNet
 from dsn.modelcard import check_model_card
-from dsn.train import TrainConfig, batch_pairs, learning_rate, run, sample_batch, train_step
+from dsn.train import TrainConfig, WriterHead, batch_pairs, learning_rate, run, sample_batch, subset_writers, train_step
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
@@ -89,8 +89,9 @@ def tiny_cedar(root: Path, train_writers: int = 4, val_writers: int = 2, per_cla
     return dataset
 
 
-def small_config(dataset: Path, out: Path, epochs: int) -> TrainConfig:
+def small_config(dataset: Path, out: Path, epochs: int, writer_loss_weight: float = 0.0) -> TrainConfig:
     return TrainConfig(
+        writer_loss_weight=writer_loss_weight,
         data=str(dataset),
         out=str(out),
         img_size=96,
@@ -124,10 +125,11 @@ def fixed_loss(model: DetailSemNet, dataset: Path, cfg: TrainConfig) -> float:
 
 @pytest.mark.slow
 @needs_cedar
-def test_short_real_run_learns_writes_a_checkpoint_and_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer_loss_weight", [0.0, 0.2], ids=["pair-losses", "with-writer-classification"])
+def test_short_real_run_learns_writes_a_checkpoint_and_resumes_exactly(tmp_path: Path, writer_loss_weight: float) -> None:
     dataset = tiny_cedar(tmp_path)
 
-    straight = small_config(dataset, tmp_path / "straight", epochs=3)
+    straight = small_config(dataset, tmp_path / "straight", epochs=3, writer_loss_weight=writer_loss_weight)
     torch.manual_seed(straight.seed)
     before = fixed_loss(DetailSemNet(backbone="dsnet_tiny", img_size=96), dataset, straight)
     state = run(straight)
@@ -143,7 +145,7 @@ def test_short_real_run_learns_writes_a_checkpoint_and_resumes_exactly(tmp_path:
     card = (best / "README.md").read_text()
     assert check_model_card(card) == [] and "python -m dsn train" in card and f"{100 * metrics['val']['eer']:.2f}%" in card
 
-    interrupted = small_config(dataset, tmp_path / "interrupted", epochs=3)
+    interrupted = small_config(dataset, tmp_path / "interrupted", epochs=3, writer_loss_weight=writer_loss_weight)
     assert run(interrupted, stop_after=2)["step"] == 8
     assert json.loads((tmp_path / "interrupted" / "last" / "train_state.json").read_text())["step"] == 8
     resumed = run(interrupted, resume=True)
@@ -152,3 +154,38 @@ def test_short_real_run_learns_writes_a_checkpoint_and_resumes_exactly(tmp_path:
     resumed_weights = load_file(str(tmp_path / "interrupted" / "last" / "model.safetensors"))
     for name, value in straight_weights.items():
         torch.testing.assert_close(resumed_weights[name], value, rtol=1e-5, atol=1e-6, msg=f"resume diverged at {name}")
+    if writer_loss_weight:  # the training-only head resumes too, and never enters the shipped weights
+        heads = [load_file(str(tmp_path / run_name / "last" / "writer_head.safetensors")) for run_name in ("straight", "interrupted")]
+        torch.testing.assert_close(heads[1]["weight"], heads[0]["weight"], rtol=1e-5, atol=1e-6)
+        assert not any("writer" in name for name in straight_weights)
+    else:
+        assert not (tmp_path / "straight" / "last" / "writer_head.safetensors").exists()
+
+
+def test_writer_subsets_are_nested_proportional_and_reproducible() -> None:
+    from dsn.data import SignatureImage
+
+    # dataset 0: 20 writers, dataset 1: 60 writers (ids shifted by 1000, as split_images_of does)
+    images = [SignatureImage(Path(f"{w}_{i}.png"), w, True, i) for w in [*range(1, 21), *range(1001, 1061)] for i in range(2)]
+    chosen = {n: {im.writer for im in subset_writers(images, n, seed=3)} for n in (8, 20, 40, 80)}
+    assert {n: len(ws) for n, ws in chosen.items()} == {8: 8, 20: 20, 40: 40, 80: 80}
+    assert sum(w < 1000 for w in chosen[8]) == 2 and sum(w < 1000 for w in chosen[40]) == 10, "each dataset keeps its share"
+    assert chosen[8] <= chosen[20] <= chosen[40] <= chosen[80], "subsets of a learning curve are nested"
+    assert {im.writer for im in subset_writers(images, 20, seed=3)} == chosen[20]
+    assert {im.writer for im in subset_writers(images, 20, seed=4)} != chosen[20]
+    assert subset_writers(images, 0, seed=3) == images
+
+
+def test_writer_head_classifies_by_cosine_and_learns() -> None:
+    torch.manual_seed(0)
+    head = WriterHead(8, writers=[1005, 3, 1001])
+    feature = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    writers = torch.tensor([3, 3, 1001, 1001, 1005, 1005])
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    first = head.loss(feature, writers).item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        head.loss(feature, writers).backward()
+        optimizer.step()
+    assert float(head.loss(feature, writers)) < 0.5 * first
+    assert float(head.loss(2 * feature, writers)) == pytest.approx(float(head.loss(feature, writers)), rel=1e-5), "cosine: scale-free"

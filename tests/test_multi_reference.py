@@ -1,0 +1,111 @@
+"""Verification against K references: trial counts, the mean/min rule, K=1 = the standard protocol, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SYNTH_FORGED, SYNTH_GENUINE
+
+from dsn.cli import main
+from dsn.data import SignatureImage, protocol_pairs
+from dsn.metrics import equal_error_rate, roc_auc
+from dsn.multi_reference import multi_reference_metrics, reference_sets, reference_trials, writer_distances
+
+
+def writers_images(genuine: int, forged: int, writers: int = 3) -> list[SignatureImage]:
+    return [
+        SignatureImage(Path(f"w{w}/{'g' if g else 'f'}{i}.png"), w, g, i)
+        for w in range(1, writers + 1)
+        for g, n in ((True, genuine), (False, forged))
+        for i in range(n)
+    ]
+
+
+def scored(genuine: int, forged: int, seed: int = 0) -> tuple[list, list, np.ndarray]:
+    images = writers_images(genuine, forged)
+    pairs = protocol_pairs(images)
+    rng = np.random.default_rng(seed)
+    # forgeries a little farther on average, with overlap so the EER is not trivially 0
+    distances = np.array([rng.normal(0.4 if p.genuine else 0.6, 0.15) for p in pairs])
+    return images, pairs, distances
+
+
+def test_trials_take_the_mean_and_min_of_every_reference_subset() -> None:
+    images, pairs, distances = scored(genuine=4, forged=2)
+    lookup = {frozenset((p.a, p.b)): d for p, d in zip(pairs, distances, strict=True)}
+    matrices = writer_distances(images, pairs, distances)
+    for rule, combine in (("mean", np.mean), ("min", np.min)):
+        got, genuine = reference_trials(matrices, k=2, rule=rule)
+        expected, labels = [], []
+        for w in (1, 2, 3):
+            g = [i for i, im in enumerate(images) if im.writer == w and im.genuine]
+            f = [i for i, im in enumerate(images) if im.writer == w and not im.genuine]
+            for q in g:
+                for refs in combinations([r for r in g if r != q], 2):
+                    expected.append(combine([lookup[frozenset((r, q))] for r in refs]))
+                    labels.append(True)
+            for q in f:
+                for refs in combinations(g, 2):
+                    expected.append(combine([lookup[frozenset((r, q))] for r in refs]))
+                    labels.append(False)
+        # per writer: 4 genuine queries x C(3,2) sets, 2 forgeries x C(4,2) sets
+        assert int(genuine.sum()) == 3 * 4 * 3 and int((~genuine).sum()) == 3 * 2 * 6
+        np.testing.assert_allclose(got, expected)
+        assert genuine.tolist() == labels
+
+
+def test_one_reference_is_the_standard_protocol() -> None:
+    images, pairs, distances = scored(genuine=6, forged=5, seed=3)
+    labels = np.array([p.genuine for p in pairs])
+    (row,) = multi_reference_metrics(images, pairs, distances, ks=[1])
+    assert row["rule"] == "single"
+    assert row["eer"] == pytest.approx(equal_error_rate(distances, labels)[0], abs=1e-12)
+    assert row["auc"] == pytest.approx(roc_auc(distances, labels), abs=1e-12)
+    # each genuine pair once per orientation, each (genuine, forged) pair once
+    assert row["n_genuine_trials"] == 2 * int(labels.sum())
+    assert row["n_forged_trials"] == int((~labels).sum())
+
+
+def test_more_references_than_max_sets_are_sampled_distinct_and_reproducibly() -> None:
+    sets = reference_sets(23, 5, 50, np.random.default_rng(7))
+    assert sets.shape == (50, 5) and len({tuple(s) for s in sets}) == 50
+    assert all(len(set(s)) == 5 and max(s) < 23 for s in sets)
+    np.testing.assert_array_equal(sets, reference_sets(23, 5, 50, np.random.default_rng(7)))
+    assert len(reference_sets(6, 2, 50, np.random.default_rng(0))) == math.comb(6, 2)
+
+
+def test_writers_with_too_few_genuine_signatures_are_skipped_and_bad_k_refused() -> None:
+    images, pairs, distances = scored(genuine=3, forged=1)
+    matrices = writer_distances(images, pairs, distances)
+    with pytest.raises(ValueError, match="more than 3 genuine"):
+        reference_trials(matrices, k=3)
+    with pytest.raises(ValueError, match="at least 1"):
+        reference_trials(matrices, k=0)
+    with pytest.raises(ValueError, match="rule"):
+        reference_trials(matrices, k=1, rule="median")
+
+
+def test_a_missing_pair_is_named() -> None:
+    images, pairs, distances = scored(genuine=3, forged=1)
+    with pytest.raises(ValueError, match="was not scored"):
+        writer_distances(images, pairs[1:], distances[1:])
+
+
+def test_cli_references_on_a_built_dataset(synth_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "--allow-untrained", "--data", str(synth_dataset), "--split", "test", "--json", "--no-progress"]
+    assert main([*argv, "--references", "1", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = {(r["references"], r["rule"]): r for r in summary["multi_reference"]}
+    assert set(rows) == {(1, "single"), (2, "mean"), (2, "min")}
+    assert rows[(1, "single")]["eer"] == pytest.approx(summary["metrics"]["eer"], abs=1e-12)
+    writers = 2  # the test split
+    assert rows[(2, "mean")]["n_genuine_trials"] == writers * SYNTH_GENUINE * math.comb(SYNTH_GENUINE - 1, 2)
+    assert rows[(2, "min")]["n_forged_trials"] == writers * SYNTH_FORGED * math.comb(SYNTH_GENUINE, 2)
+
+    assert main([*argv[:-1], "--references", "3"]) == 2  # 3 genuine each: no 3 other references
+    assert "more than 3 genuine" in capsys.readouterr().err
