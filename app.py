@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     roots = args.data_root or [p for p in os.environ.get("DSN_DATA_ROOT", "").split(os.pathsep) if p]
-    from dsn.weights import WeightsError
+    from dsn.model.weights import WeightsError
 
     if args.threads > 0:
         import torch
@@ -58,15 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     if info.untrained:
         print("WARNING: no trained checkpoint found; serving a randomly initialised model (verdicts are meaningless).", file=sys.stderr)
     from dsn.ui import build_app, launch_options, prepare
-    from dsn.ui.dataset_tab import dataset_tab
-    from dsn.ui.reference_tab import build_reference_tab
 
     try:
-        tabs = [dataset_tab(roots), build_reference_tab]
+        demo = prepare(build_app(model, info, data_roots=roots))
     except ValueError as error:  # a --data-root that does not exist
         print(f"error: {error}", file=sys.stderr)
         return 2
-    demo = prepare(build_app(model, info, data_root=roots[0] if roots else None, extra_tabs=tabs))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
     return 0
 

@@ -1,6 +1,6 @@
 """``python -m dsn``: the command-line interface (see dsn/cli.py)."""
 
-from .cli import main
+from dsn.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import fields
 
-from .train import TrainConfig
+from dsn.training.train import TrainConfig
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import run
+    from dsn.training.train import run
 
     names = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -68,32 +68,34 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from .preprocess import PreprocessError
-    from .verify import load_verifier, verify_files
-    from .weights import WeightsError
+    from dsn.data.preprocess import PreprocessError
+    from dsn.inference import is_untrained, load_verifier, source_label, verify
+    from dsn.model.weights import WeightsError
 
     try:
-        model, source, untrained = load_verifier(args.weights)
-        result = verify_files(model, args.ref, args.query, args.threshold)
-    except (PreprocessError, WeightsError) as err:
+        model = load_verifier(args.weights)
+        result = verify(model, args.ref, args.query, args.threshold)
+    except (PreprocessError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    untrained = is_untrained(model)
     if untrained:
         print(UNTRAINED_WARNING, file=sys.stderr)
-    result.update(weights=source, untrained=untrained)
+    result["weights"] = source_label(model)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
         return 0
     lam = result["structural_weight"]
-    relation = "<=" if result["genuine"] else ">"
-    print(f"Verdict:    {result['verdict']}  (distance {result['distance']:.4f} {relation} threshold {result['threshold']:.4f})")
+    relation = "<=" if result["accepted"] else ">"
+    print(f"Verdict:    {result['verdict'].upper()}  (distance {result['distance']:.4f} {relation} threshold {result['threshold']:.4f})")
     print(
         f"Distance:   {result['distance']:.4f} = global {result['global_distance']:.4f}"
         f" + lambda {lam:g} x structural {result['structural_distance']:.4f}"
     )
     print(f"Threshold:  {result['threshold']:.4f} ({'from the checkpoint' if result['threshold_source'] == 'checkpoint' else 'given'})")
+    print(f"Margin:     {result['margin']:+.4f} (threshold - distance; positive = accepted)")
     print(f"Time:       {result['seconds']:.2f} s")
-    print(f"Weights:    {source}{'  <- UNTRAINED, verdict meaningless' if untrained else ''}")
+    print(f"Weights:    {result['weights']}{'  <- UNTRAINED, verdict meaningless' if untrained else ''}")
     return 0
 
 
@@ -126,10 +128,10 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
     import torch
 
-    from .evaluate import evaluate, format_summary, load_images_and_pairs, load_model_for_evaluation
-    from .multi_reference import format_multi_reference, multi_reference_metrics
-    from .report import write_pair_rows, write_report
-    from .weights import WeightsError
+    from dsn.evaluation.evaluate import evaluate, format_summary, load_images_and_pairs, load_model_for_evaluation
+    from dsn.evaluation.multi_reference import format_multi_reference, multi_reference_metrics
+    from dsn.evaluation.report import write_pair_rows, write_report
+    from dsn.model.weights import WeightsError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -174,8 +176,8 @@ def run_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
 
     import torch
 
-    from .calibrate import calibrate
-    from .weights import WeightsError
+    from dsn.evaluation.calibrate import calibrate
+    from dsn.model.weights import WeightsError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +204,7 @@ def add_push_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from .publish import PublishError, check_checkpoint, push_checkpoint
+    from dsn.hub.publish import PublishError, check_checkpoint, push_checkpoint
 
     report = check_checkpoint(args.weights)
     print(report.format())
@@ -238,7 +240,7 @@ def add_card_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_card(args: argparse.Namespace) -> int:
-    from .modelcard import card_from_files
+    from dsn.hub.modelcard import card_from_files
 
     try:
         path = card_from_files(
@@ -267,7 +269,7 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .convert_official import ConversionError, convert_official
+    from dsn.hub.convert_official import ConversionError, convert_official
 
     try:
         model = convert_official(args.checkpoint, args.out_dir, threshold=args.threshold, structural_weight=args.structural_weight)

@@ -9,13 +9,13 @@ import cv2
 import pytest
 import torch
 
-from dsn.analysis import PairAnalysis, analyze_pair
-from dsn.model import DetailSemNet
-from dsn.preprocess import preprocess
-from dsn.synth import SyntheticWriter
-from dsn.weights import default_weights
+from dsn.data.preprocess import preprocess
+from dsn.data.synth import SyntheticWriter
+from dsn.inference import PairAnalysis, analyze_pair
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import default_weights
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"  # drawn by dsn.synth, shipped with the app
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"  # drawn by dsn.data.synth, shipped with the app
 SYNTH_WRITERS = {1: 101, 2: 202, 3: 303}  # writer id -> SyntheticWriter seed
 SYNTH_GENUINE, SYNTH_FORGED = 3, 2
 
@@ -64,7 +64,7 @@ def analysis(model: DetailSemNet) -> PairAnalysis:
 
 @pytest.fixture(scope="module")
 def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dataset folder in the real layout, drawn by dsn.synth, with writer-independent splits."""
+    """A dataset folder in the real layout, drawn by dsn.data.synth, with writer-independent splits."""
     base = tmp_path_factory.mktemp("datasets")
     root = base / "synth"
     for writer, seed in SYNTH_WRITERS.items():

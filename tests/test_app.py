@@ -16,9 +16,9 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from dsn.tools.screenshot import serve  # noqa: E402
 from dsn.ui.app import example_pairs  # noqa: E402
 from dsn.ui.inputs import DRAW, UPLOAD, blank_canvas, chosen_image  # noqa: E402
-from dsn.ui.screenshot import serve  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "assets" / "examples"
@@ -158,9 +158,9 @@ def test_offline_hub_weights_fail_with_a_message_not_a_traceback() -> None:
 
 
 def test_threshold_redecides_without_running_the_model() -> None:
-    from dsn.analysis import analyze_pair
+    from dsn.inference import analyze_pair
     from dsn.ui.runtime import load_app_model
-    from dsn.ui.verify_tab import rethreshold
+    from dsn.ui.tabs.verify import rethreshold
 
     model, _ = load_app_model()
     analysis = analyze_pair(model, EXAMPLES / "writer2_reference.png", EXAMPLES / "writer2_genuine.png")
@@ -172,8 +172,8 @@ def test_threshold_redecides_without_running_the_model() -> None:
 
 
 def test_header_names_the_checkpoint_without_the_servers_paths(tmp_path: Path) -> None:
+    from dsn.model.weights import CHECKPOINTS_DIR
     from dsn.ui.runtime import ModelInfo
-    from dsn.weights import CHECKPOINTS_DIR
 
     def label(source: str | None) -> str:
         return ModelInfo(source=source, device="cpu", backbone="dsnet_tiny", parameters=1, threshold=0.5).source_label

@@ -7,9 +7,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import dsn.backbone  # noqa: F401  (registers dsnet_* with timm)
-from dsn.backbone import POOL_SIZES, SIZES
-from dsn.dsi import DetailSemanticsIntegrator, DSIMaps
+import dsn.model.backbone  # noqa: F401  (registers dsnet_* with timm)
+from dsn.model.backbone import POOL_SIZES, SIZES
+from dsn.model.dsi import DetailSemanticsIntegrator, DSIMaps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

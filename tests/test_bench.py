@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsn.data import ImageCache, list_images
-from dsn.model import DetailSemNet
-from dsn.weights import default_weights
+from dsn.data.dataset import ImageCache, list_images
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import default_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CEDAR = ROOT.parent / "shared" / "datasets" / "cedar"
 
 
 def test_bench_smoke_prints_every_column():
-    done = subprocess.run([sys.executable, "-m", "dsn.bench", "--smoke", "--json"], capture_output=True, text=True, cwd=ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dsn.tools.bench", "--smoke", "--json"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     report = json.loads(done.stdout)
     row = report["rows"][0]
     assert row["backbone"] == "dsnet_tiny" and report["matmul_peak_gflops"] > 0

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dsn.ui.screenshot import CHROMIUM, chromium, open_example, serve, show_view
+from dsn.tools.screenshot import CHROMIUM, chromium, open_example, serve, show_view
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

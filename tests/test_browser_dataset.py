@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from dsn.ui.dataset_tab import ERROR_COLUMNS
-from dsn.ui.screenshot import CHROMIUM, CHROMIUM_ARGS
+from dsn.tools.screenshot import CHROMIUM, CHROMIUM_ARGS
+from dsn.ui.tabs.dataset import ERROR_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -36,7 +36,7 @@ pytestmark = [
 
 
 def build_small_dataset(root: Path) -> Path:
-    """Two writers, 3 genuine + 2 forged each: real CEDAR test files when present, else dsn.synth."""
+    """Two writers, 3 genuine + 2 forged each: real CEDAR test files when present, else dsn.data.synth."""
     dataset = root / "mini"
     for writer in (11, 16):
         for class_name, count in (("genuine", 3), ("forged", 2)):
@@ -47,7 +47,7 @@ def build_small_dataset(root: Path) -> Path:
                 if source.is_file():
                     shutil.copy(source, folder / source.name)
                     continue
-                from dsn.synth import SyntheticWriter
+                from dsn.data.synth import SyntheticWriter
 
                 person = SyntheticWriter(writer)
                 image = person.genuine(index) if class_name == "genuine" else person.forgery(index)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsn.calibrate import calibrate
 from dsn.cli import main
-from dsn.data import split_images_of
-from dsn.evaluate import evaluate
-from dsn.model import DetailSemNet
-from dsn.synth import SyntheticWriter
+from dsn.data.dataset import split_images_of
+from dsn.data.synth import SyntheticWriter
+from dsn.evaluation.calibrate import calibrate
+from dsn.evaluation.evaluate import evaluate
+from dsn.model.detailsemnet import DetailSemNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from scipy.stats import binom
 
-from dsn.data import split_images
-from dsn.evaluate import evaluate, load_images_and_pairs
-from dsn.model import DetailSemNet
-from dsn.modelcard import check_model_card
-from dsn.publish import check_checkpoint
-from dsn.weights import DEFAULT_CHECKPOINT
+from dsn.data.dataset import split_images
+from dsn.evaluation.evaluate import evaluate, load_images_and_pairs
+from dsn.hub.modelcard import check_model_card
+from dsn.hub.publish import check_checkpoint
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"

@@ -13,16 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from dsn.bench import scribble
 from dsn.cli import main
-from dsn.model import DetailSemNet
-from dsn.weights import default_weights
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import default_weights
+from dsn.tools.bench import scribble
 
 REPO = Path(__file__).resolve().parents[1]
 CEDAR = REPO.parent / "shared" / "datasets" / "cedar"
 FIELDS = {
     "verdict",
-    "genuine",
+    "accepted",
+    "margin",
+    "reference",
+    "query",
     "distance",
     "global_distance",
     "structural_distance",
@@ -63,8 +66,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def check_result(result: dict) -> None:
     assert FIELDS <= result.keys()
-    assert result["verdict"] == ("GENUINE" if result["genuine"] else "FORGED")
-    assert result["genuine"] == (result["distance"] <= result["threshold"])
+    assert result["verdict"] == ("genuine" if result["accepted"] else "forged")
+    assert result["accepted"] == (result["distance"] <= result["threshold"])
+    assert result["margin"] == pytest.approx(result["threshold"] - result["distance"], abs=1e-9)
     parts = result["global_distance"] + result["structural_weight"] * result["structural_distance"]
     assert result["distance"] == pytest.approx(parts, abs=1e-5)
     assert result["seconds"] > 0
@@ -87,7 +91,7 @@ def test_verify_synthetic_pair_with_given_weights_and_threshold(weights: Path, p
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     check_result(result)
-    assert result["verdict"] == "GENUINE", "any distance is <= 5 (at most 2 + lambda * 2)"
+    assert result["verdict"] == "genuine", "any distance is <= 5 (at most 2 + lambda * 2)"
     assert result["threshold"] == 5 and result["threshold_source"] == "given"
     assert result["weights"] == str(weights) and result["untrained"] is False
     assert "WARNING" not in done.stderr
@@ -149,6 +153,11 @@ def test_bad_query_exits_2_with_one_line(weights: Path, pair: tuple[Path, Path],
 
     assert main(["verify", str(bad), str(pair[1]), "--weights", str(weights)]) == 2, "the reference is checked too"
     assert message in capsys.readouterr().err
+
+
+def test_a_non_finite_threshold_is_refused(weights: Path, pair: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["verify", str(pair[0]), str(pair[1]), "--weights", str(weights), "--threshold", "nan", "--json"]) == 2
+    assert "finite" in capsys.readouterr().err
 
 
 def test_bad_weights_exit_2(pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

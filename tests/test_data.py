@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsn.data import (
+from dsn.data.dataset import (
     Augment,
     ImageCache,
     Pair,
@@ -247,7 +247,7 @@ def test_augment_changes_the_image_but_keeps_the_ink():
 
 
 def test_image_cache_holds_preprocessed_images(tiny_dataset: Path):
-    from dsn.preprocess import preprocess
+    from dsn.data.preprocess import preprocess
 
     images = list_images(tiny_dataset, writers=[1, 7])
     cache = ImageCache(images, size=64, progress=False)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dsn.data import ImageCache, SignatureImage, list_images
-from dsn.embedding_cache import CacheStats, EmbeddingCache, cached_embed, weights_hash
-from dsn.model import DetailSemNet
-from dsn.scoring import embed_cache
+from dsn.data.dataset import ImageCache, SignatureImage, list_images
+from dsn.evaluation.embedding_cache import CacheStats, EmbeddingCache, cached_embed, weights_hash
+from dsn.evaluation.scoring import embed_cache
+from dsn.model.detailsemnet import DetailSemNet
 
 
 def scribble_png(path: Path, seed: int) -> None:

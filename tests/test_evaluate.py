@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import SYNTH_FORGED, SYNTH_GENUINE
 
-from dsn import weights
 from dsn.cli import main
-from dsn.data import Pair, SignatureImage, protocol_pairs, split_images, write_pairs_csv
-from dsn.evaluate import (
+from dsn.data.dataset import Pair, SignatureImage, protocol_pairs, split_images, write_pairs_csv
+from dsn.data.preprocess import preprocess
+from dsn.evaluation.evaluate import (
     EvaluationResult,
     evaluate,
     format_summary,
@@ -25,11 +25,11 @@ from dsn.evaluate import (
     pair_metrics,
     per_writer_metrics,
 )
-from dsn.metrics import equal_error_rate
-from dsn.model import DetailSemNet
-from dsn.preprocess import preprocess
-from dsn.report import det_figure, distance_histogram, per_writer_table, roc_figure
-from dsn.scoring import PairScores
+from dsn.evaluation.metrics import equal_error_rate
+from dsn.evaluation.report import det_figure, distance_histogram, per_writer_table, roc_figure
+from dsn.evaluation.scoring import PairScores
+from dsn.model import weights
+from dsn.model.detailsemnet import DetailSemNet
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.ndimage import binary_dilation
 
-from dsn.analysis import PairAnalysis
-from dsn.explain import HEAVY, METHODS, TARGETS, attribute, distance_function
-from dsn.model import DetailSemNet
+from dsn.inference import PairAnalysis
+from dsn.inspect.attribution import HEAVY, METHODS, TARGETS, attribute, distance_function
+from dsn.model.detailsemnet import DetailSemNet
 
 
 def test_names_are_checked_before_any_work(model: DetailSemNet, analysis: PairAnalysis) -> None:
@@ -101,7 +101,7 @@ def test_layer_gradcam_is_an_upsampled_last_stage_map(model: DetailSemNet, analy
 
 
 def test_the_time_estimate_runs_no_model_and_then_uses_what_was_measured(model: DetailSemNet, analysis: PairAnalysis) -> None:
-    from dsn.ui import attribution_tab
+    from dsn.ui.tabs import attribution as attribution_tab
 
     attribution_tab._seconds_per_batch.pop(id(model), None)
     calls = []

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsn.data import list_images, protocol_pairs
-from dsn.evaluate import evaluate
-from dsn.explorer import (
+from dsn.data.dataset import list_images, protocol_pairs
+from dsn.evaluation.evaluate import evaluate
+from dsn.inspect.explorer import (
     allowed_roots,
     error_rows,
     explore,
@@ -28,7 +28,7 @@ from dsn.explorer import (
     select_images,
     writer_rows,
 )
-from dsn.model import DetailSemNet
+from dsn.model.detailsemnet import DetailSemNet
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -199,6 +199,9 @@ def test_threshold_changes_decisions_not_distances(mini_cedar, saved_model, tmp_
     rows = error_rows(high.result, limit=3)
     accepts = [r for r in rows if r["kind"] == "false accept"]
     assert len(accepts) == 3 and all(r["error"] for r in accepts)  # every forgery is accepted at the top threshold
+    assert all(r["margin"] == pytest.approx(high.result.threshold - r["distance"]) and r["margin"] > 0 for r in accepts), (
+        "margin > 0: accepted"
+    )
     assert [r["distance"] for r in accepts] == sorted(r["distance"] for r in accepts)
     rejects = [r for r in rows if r["kind"] == "false reject"]
     assert len(rejects) == 3 and not any(r["error"] for r in rejects)  # and no genuine pair is rejected

@@ -6,10 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from dsn import figures
-from dsn.analysis import PairAnalysis, structural_shares
-from dsn.explain import attribute
-from dsn.model import DetailSemNet
+from dsn.inference import PairAnalysis
+from dsn.inspect import figures
+from dsn.inspect.analysis import structural_shares
+from dsn.inspect.attribution import attribute
+from dsn.model.detailsemnet import DetailSemNet
 
 
 def traces(fig: go.Figure, name: str) -> list:

@@ -22,8 +22,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dsn.model import DetailSemNet
-from dsn.weights import WeightsError, parse_hub_source
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import WeightsError, parse_hub_source
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITS = {"main": "1" * 40, "v1": "2" * 40}
@@ -31,8 +31,8 @@ COMMITS = {"main": "1" * 40, "v1": "2" * 40}
 LOADER = """
 import json, sys, torch
 from safetensors.torch import load_file, save_file
-from dsn.model import DetailSemNet
-from dsn.weights import WeightsError
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import WeightsError
 
 torch.set_num_threads(1)
 inputs = load_file(sys.argv[1])

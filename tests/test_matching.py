@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from dsn.matching import cosine_cost, iterations_for, sinkhorn
-from dsn.model import DetailSemNetConfig
+from dsn.model.detailsemnet import DetailSemNetConfig
+from dsn.model.matching import cosine_cost, iterations_for, sinkhorn
 
 EVAL = DetailSemNetConfig()
 MARGINAL_TOL = 1e-4

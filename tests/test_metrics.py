@@ -9,7 +9,7 @@ import pytest
 from scipy.optimize import brentq
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from dsn.metrics import (
+from dsn.evaluation.metrics import (
     best_accuracy,
     equal_error_rate,
     rates_at,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dsn.model import DetailSemNet, Embedding, Verification
-from dsn.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsError
+from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
+from dsn.model.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsError
 
 SIZE = 64  # a 2x2 final grid: every code path, a fraction of the compute
 
@@ -162,7 +162,12 @@ def test_missing_or_unexpected_keys_are_refused(saved: Path, tmp_path: Path, cha
         ("{not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ('{"backbone": "dsnet_huge"}', "wrong architecture"),
-        ('{"lambda": 2}', "wrong architecture"),
+        ('{"lambda": 2}', "does not know"),
+        ('{"img_size": 60000}', "img_size must be between 32 and 1024"),
+        ('{"img_size": "224"}', "img_size must be an integer"),
+        ('{"threshold": NaN}', "threshold must be finite"),
+        ('{"sinkhorn_iterations": 1e9}', "sinkhorn_iterations must be an integer"),
+        ('{"preprocessing": 3}', "preprocessing must be a string"),
     ],
 )
 def test_bad_config_is_refused(saved: Path, tmp_path: Path, config_text: str, message: str) -> None:

@@ -12,9 +12,9 @@ import pytest
 from conftest import SYNTH_FORGED, SYNTH_GENUINE
 
 from dsn.cli import main
-from dsn.data import SignatureImage, protocol_pairs
-from dsn.metrics import equal_error_rate, roc_auc
-from dsn.multi_reference import multi_reference_metrics, reference_sets, reference_trials, writer_distances
+from dsn.data.dataset import SignatureImage, protocol_pairs
+from dsn.evaluation.metrics import equal_error_rate, roc_auc
+from dsn.evaluation.multi_reference import multi_reference_metrics, reference_sets, reference_trials, writer_distances
 
 
 def writers_images(genuine: int, forged: int, writers: int = 3) -> list[SignatureImage]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -15,10 +16,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import dsn.model  # noqa: F401  (registers the backbones)
-from dsn.convert_official import ConversionError, convert_official, map_key, official_key, read_official_state_dict
-from dsn.matching import cosine_cost
-from dsn.model import DetailSemNet
-from dsn.preprocess import preprocess
+from dsn.data.preprocess import preprocess
+from dsn.hub.convert_official import ConversionError, convert_official, map_key, official_key, read_official_state_dict
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.matching import cosine_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "official-detailsemnet"
@@ -248,7 +249,7 @@ EXAMPLES = ROOT / "assets" / "examples"
 @pytest.fixture(scope="module")
 def official_folder(tmp_path_factory) -> Path:
     """A checkpoint folder with the official architecture, preprocessing and distance (seeded random weights)."""
-    from dsn.model import DetailSemNetConfig
+    from dsn.model.detailsemnet import DetailSemNetConfig
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("official-random") / "ckpt"
@@ -258,12 +259,11 @@ def official_folder(tmp_path_factory) -> Path:
 
 @pytest.mark.usefixtures("one_thread")
 def test_every_view_runs_on_an_official_checkpoint(official_folder):
-    from dsn import figures
-    from dsn.analysis import analyze_pair
-    from dsn.explain import attribute
-    from dsn.reference_set import verify_against_references
-    from dsn.ui.detail_tab import stage_choices
-    from dsn.verify import verify_files
+    from dsn.inference import analyze_pair, verify
+    from dsn.inspect import figures
+    from dsn.inspect.attribution import attribute
+    from dsn.inspect.reference_set import verify_against_references
+    from dsn.ui.tabs.detail import stage_choices
 
     model = DetailSemNet.load(official_folder)
     ref, query = EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_forged.png"
@@ -271,9 +271,9 @@ def test_every_view_runs_on_an_official_checkpoint(official_folder):
     assert analysis.reference.image.shape == (224, 224)
     # stretched: the whole original maps onto the square, so its corners land on the canvas corners
     height, width = analysis.reference.original.shape[:2]
-    corners = analysis.reference.to_model(torch.tensor([[0.0, 0.0], [width, height]]).numpy())
-    assert corners.tolist() == [[0.0, 0.0], [224.0, 224.0]]
-    assert verify_files(model, ref, query)["distance"] == pytest.approx(float(analysis.verification.distance[0]), abs=1e-5)
+    corners = analysis.reference.to_original(np.array([[0.0, 0.0], [224.0, 224.0]]))
+    assert corners.tolist() == [[0.0, 0.0], [float(width), float(height)]]
+    assert verify(model, ref, query)["distance"] == pytest.approx(float(analysis.verification.distance[0]), abs=1e-5)
     for make in (figures.correspondence_figure, figures.plan_heatmap, figures.structural_share_figure, figures.distance_bar_figure):
         make(analysis)
     assert {m.pool_size for m in analysis.maps_ref} == {1, 2}
@@ -288,8 +288,8 @@ def test_every_view_runs_on_an_official_checkpoint(official_folder):
 
 
 def test_official_and_letterbox_inputs_never_share_cache_entries(official_folder, tmp_path):
-    from dsn.data import list_images
-    from dsn.embedding_cache import EmbeddingCache, input_key
+    from dsn.data.dataset import list_images
+    from dsn.evaluation.embedding_cache import EmbeddingCache, input_key
 
     ours = DetailSemNet(backbone="dsnet_official_tiny")
     ours.load_state_dict(DetailSemNet.load(official_folder).state_dict())  # same weights, our preprocessing
@@ -312,7 +312,7 @@ def test_official_and_letterbox_inputs_never_share_cache_entries(official_folder
 @pytest.mark.slow
 def test_the_app_serves_an_official_checkpoint(official_folder):
     gradio_client = pytest.importorskip("gradio_client")
-    from dsn.ui.screenshot import serve
+    from dsn.tools.screenshot import serve
 
     with serve(str(official_folder)) as (_, url):
         client = gradio_client.Client(url, verbose=False)

@@ -18,16 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
-import dsn.preprocess as preprocess_module
-from dsn.preprocess import (
+import dsn.data.preprocess as preprocess_module
+from dsn.data.preprocess import (
     Preprocessed,
     PreprocessError,
     ink_strength,
-    last_stage_grid,
     preprocess,
     read_image,
-    token_ink_mask,
 )
+from dsn.model.ink import token_ink_mask
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -133,7 +132,7 @@ def test_a_different_signature_is_told_apart_by_the_same_tolerances(reference: P
     """Guards the tolerances themselves: each alone must reject another signature and a blank input."""
     different = preprocess(signature_canvas(loops=4.5))  # same layout and pen, one more loop
     assert mean_abs_diff(reference, different) >= MAX_MEAN_ABS_DIFF and ink_iou(reference, different) <= MIN_INK_IOU
-    blank = Preprocessed(np.zeros_like(reference.image), reference.ink_mask, reference.original, reference.crop_box, 1.0, (0.0, 0.0))
+    blank = Preprocessed(np.zeros_like(reference.image), reference.original, reference.crop_box, 1.0, (0.0, 0.0))
     assert mean_abs_diff(reference, blank) >= MAX_MEAN_ABS_DIFF and ink_iou(reference, blank) <= MIN_INK_IOU
 
 
@@ -326,8 +325,8 @@ def test_model_and_original_coordinates_are_inverse_and_match_the_ink(variant: s
     page = VARIANTS[variant]()
     result = preprocess(page)
     points = np.random.default_rng(1).uniform(-50, 900, (100, 2))
-    assert np.allclose(result.to_original(result.to_model(points)), points)
-    assert np.allclose(result.to_model(result.to_original(points)), points)
+    on_canvas = (points - np.array(result.crop_box[:2])) * result.scale + np.array(result.offset)
+    assert np.allclose(result.to_original(on_canvas), points)
 
     x0, y0, x1, y1 = result.crop_box
     original_box = ink_box(ink_strength(page) > 0)
@@ -338,14 +337,6 @@ def test_model_and_original_coordinates_are_inverse_and_match_the_ink(variant: s
 
 
 # ----------------------------------------------------------------------------- tokens
-
-
-def test_last_stage_grid_matches_five_padded_stride_2_convs() -> None:
-    convs = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, 3, stride=2, padding=1) for _ in range(5)])
-    for size in (224, 225, 200, 256, 100, 31):
-        with torch.no_grad():
-            assert convs(torch.zeros(1, 1, size, size)).shape[-1] == last_stage_grid(size)
-    assert last_stage_grid(224) == 7
 
 
 def test_token_ink_mask_marks_the_cells_with_ink() -> None:
@@ -369,8 +360,7 @@ def test_token_ink_mask_batch_equals_per_image(reference: Preprocessed) -> None:
     singles = torch.cat([token_ink_mask(image[None], (4, 6)) for image in images])
     assert torch.equal(batch, singles)
     assert batch.any(dim=1).all() and 1 < batch[0].sum() < 24
-    assert np.array_equal(reference.ink_mask, token_ink_mask(reference.tensor(), (7, 7)).reshape(7, 7).numpy())
-    assert preprocess(signature_canvas(), size=256).ink_mask.shape == (8, 8)
+    assert token_ink_mask(preprocess(signature_canvas(), size=256).tensor(), (8, 8)).shape == (1, 64)
     with pytest.raises(ValueError, match="expects"):
         token_ink_mask(torch.zeros(2, 3, 32, 32), (2, 2))
 
@@ -391,4 +381,4 @@ def test_every_cedar_test_image_preprocesses_with_ink() -> None:
     for path in paths:
         result = preprocess(path)
         assert result.image.max() > 0.5, path
-        assert result.ink_mask.shape == (7, 7) and result.ink_mask.sum() >= 4, path
+        assert token_ink_mask(result.tensor(), (7, 7)).sum() >= 4, path

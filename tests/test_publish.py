@@ -13,10 +13,10 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 
 from dsn.cli import main
-from dsn.model import DetailSemNet
-from dsn.modelcard import REQUIRED_SECTIONS, check_model_card, train_command, write_model_card
-from dsn.publish import MAX_CHECKPOINT_BYTES, PublishError, check_checkpoint, push_checkpoint
-from dsn.train import TrainConfig
+from dsn.hub.modelcard import REQUIRED_SECTIONS, check_model_card, train_command, write_model_card
+from dsn.hub.publish import MAX_CHECKPOINT_BYTES, PublishError, check_checkpoint, push_checkpoint
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.training.train import TrainConfig
 
 VAL = {
     "eer": 0.081,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from dsn.analysis import analyze_pair
-from dsn.figures import correspondence_figure
-from dsn.model import DetailSemNet
-from dsn.reference_set import MAX_REFERENCES, verify_against_references
-from dsn.synth import SyntheticWriter
+from dsn.data.synth import SyntheticWriter
+from dsn.inference import analyze_pair
+from dsn.inspect.figures import correspondence_figure
+from dsn.inspect.reference_set import MAX_REFERENCES, verify_against_references
+from dsn.model.detailsemnet import DetailSemNet
 
 
 @pytest.fixture(scope="module")

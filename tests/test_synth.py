@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dsn.synth import CANVAS_HW, PAPERS, SyntheticWriter, make_example_pairs
+from dsn.data.synth import CANVAS_HW, PAPERS, SyntheticWriter, make_example_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 GALLERY = REPO / "assets" / "examples"
@@ -139,7 +139,9 @@ def test_make_example_pairs_writes_what_it_lists(tmp_path: Path) -> None:
 
 
 def test_cli_writes_the_gallery(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "dsn.synth", str(tmp_path), "1"], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dsn.data.synth", str(tmp_path), "1"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     listed = {Path(name) for line in result.stdout.splitlines() for name in line.split("\t")[:2]}
     assert len(listed) == 3 and all(path.is_file() for path in listed)
 
@@ -147,7 +149,7 @@ def test_cli_writes_the_gallery(tmp_path: Path) -> None:
 def test_shipped_gallery_is_what_the_generator_makes(tmp_path: Path) -> None:
     """assets/examples must hold only our own renders (never dataset images), kept small."""
     if not GALLERY.is_dir():
-        pytest.skip("assets/examples not generated yet (python -m dsn.synth assets/examples)")
+        pytest.skip("assets/examples not generated yet (python -m dsn.data.synth assets/examples)")
     shipped = sorted(GALLERY.glob("*.png"))
     assert sum(path.stat().st_size for path in shipped) < 1_000_000
     rows = make_example_pairs(tmp_path, n_writers=len(shipped) // 3)

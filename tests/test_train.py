@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsn.data import ImageCache, split_images
-from dsn.model import DetailSemNet
-from dsn.modelcard import check_model_card
-from dsn.train import TrainConfig, WriterHead, batch_pairs, learning_rate, run, sample_batch, subset_writers, train_step
+from dsn.data.dataset import ImageCache, split_images
+from dsn.hub.modelcard import check_model_card
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.training.train import TrainConfig, WriterHead, batch_pairs, learning_rate, run, sample_batch, subset_writers, train_step
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
@@ -53,7 +53,7 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
 
 def test_training_command_reproduces_a_config_of_several_datasets() -> None:
     from dsn.cli import build_parser
-    from dsn.modelcard import train_command
+    from dsn.hub.modelcard import train_command
 
     cfg = TrainConfig(data=["../d/cedar", "../d/bhsig-bengali"], out="runs/joint", init="runs/a/last", augment=0.7, seed=6)
     argv = shlex.split(train_command(asdict(cfg)))[3:]
@@ -64,7 +64,7 @@ def test_training_command_reproduces_a_config_of_several_datasets() -> None:
 
 
 def test_sample_batch_takes_whole_writers_without_repeats() -> None:
-    from dsn.data import SignatureImage
+    from dsn.data.dataset import SignatureImage
 
     images = [SignatureImage(Path(f"{w}_{g}_{i}.png"), w, g, i) for w in range(1, 9) for g in (True, False) for i in range(5)]
     cfg = TrainConfig(data="", out="", writers_per_batch=3, genuine_per_writer=4, forged_per_writer=2)
@@ -163,7 +163,7 @@ def test_short_real_run_learns_writes_a_checkpoint_and_resumes_exactly(tmp_path:
 
 
 def test_writer_subsets_are_nested_proportional_and_reproducible() -> None:
-    from dsn.data import SignatureImage
+    from dsn.data.dataset import SignatureImage
 
     # dataset 0: 20 writers, dataset 1: 60 writers (ids shifted by 1000, as split_images_of does)
     images = [SignatureImage(Path(f"{w}_{i}.png"), w, True, i) for w in [*range(1, 21), *range(1001, 1061)] for i in range(2)]
@@ -187,5 +187,5 @@ def test_writer_head_classifies_by_cosine_and_learns() -> None:
         optimizer.zero_grad()
         head.loss(feature, writers).backward()
         optimizer.step()
-    assert float(head.loss(feature, writers)) < 0.5 * first
-    assert float(head.loss(2 * feature, writers)) == pytest.approx(float(head.loss(feature, writers)), rel=1e-5), "cosine: scale-free"
+    assert head.loss(feature, writers).item() < 0.5 * first
+    assert head.loss(2 * feature, writers).item() == pytest.approx(head.loss(feature, writers).item(), rel=1e-5), "cosine: scale-free"

@@ -10,8 +10,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AppContext": "app",
-    "PairViews": "app",
+    "AppContext": "context",
+    "PairViews": "context",
     "build_app": "app",
     "launch_options": "app",
     "prepare": "app",

@@ -16,13 +16,11 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from ..analysis import PairAnalysis
-from ..explain import METHODS, TARGETS
-from ..model import DetailSemNet
-from .compute import AnalysisCache, explain, require_file, user_errors
-from .correspondence_tab import match_list
-from .detail_tab import dsi_stats
-from .verify_tab import with_threshold
+from dsn.inference import PairAnalysis
+from dsn.inspect.analysis import dsi_stats, match_list
+from dsn.inspect.attribution import METHODS, TARGETS
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
 
 MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}
 
@@ -65,7 +63,7 @@ def build_api(model: DetailSemNet) -> None:
     def verify(reference: str, query: str, threshold: float | None) -> dict:
         """Verdict and distances for one pair (threshold defaults to the checkpoint's)."""
         with user_errors():
-            return with_threshold(pair(reference, query), threshold).summary()
+            return pair(reference, query).with_threshold(threshold).summary()
 
     def correspondences(reference: str, query: str, top_k: float, reference_patch: float | None) -> dict:
         """The heaviest transport-plan entries: [{reference_patch, query_patch, mass, cost}], heaviest first.

@@ -10,96 +10,31 @@ control after "Verify" works without running the model again.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 from gradio.events import Dependency
 
-from ..model import DetailSemNet
-from ..modelcard import dataset_label
-from . import correspondence_tab, detail_tab
-from .api import build_api
-from .attribution_tab import AttributionView, build_attribution_tab
-from .compute import analyze, user_errors
-from .correspondence_tab import CorrespondenceView, build_correspondence_tab
-from .detail_tab import DetailView, build_detail_tab
-from .inputs import UPLOAD, SignatureInput, chosen_image, signature_input
-from .runtime import ModelInfo
-from .style import CLICK_JS, CSS, theme
-from .verify_tab import WAITING_HTML, VerdictView, build_verdict_tab, rethreshold, verdict_outputs
+from dsn.hub.modelcard import dataset_label
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.ui.api import build_api
+from dsn.ui.compute import analyze, user_errors
+from dsn.ui.context import MODEL_JOB, PAIR_TAB, STATE_SECONDS, AppContext, PairViews, TabBuilder
+from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input
+from dsn.ui.runtime import ModelInfo
+from dsn.ui.style import CLICK_JS, CSS, theme
+from dsn.ui.tabs import correspondence as correspondence_tab
+from dsn.ui.tabs import detail as detail_tab
+from dsn.ui.tabs.attribution import AttributionView, build_attribution_tab
+from dsn.ui.tabs.correspondence import CorrespondenceView, build_correspondence_tab
+from dsn.ui.tabs.dataset import dataset_tab
+from dsn.ui.tabs.detail import DetailView, build_detail_tab
+from dsn.ui.tabs.reference import build_reference_tab
+from dsn.ui.tabs.verify import WAITING_HTML, VerdictView, build_verdict_tab, rethreshold, verdict_outputs
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
-PAIR_TAB = "pair"
-STATE_SECONDS = 3600  # a visitor's analysis is dropped after an hour of inactivity
-MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}  # one network run at a time: bounded memory on small machines
-
-
-@dataclass
-class PairViews:
-    """The pair views, as other tabs see them.
-
-    ``open_pair_on`` is how another tab (e.g. the dataset explorer) shows a
-    pair here: it fills both inputs, switches to the "Verify a pair" tab and
-    runs exactly what the Verify button runs.
-    """
-
-    reference: SignatureInput
-    query: SignatureInput
-    analysis: gr.State  # the current PairAnalysis (None before the first verify)
-    main_tabs: gr.Tabs
-    _then_verify: Callable  # (Dependency) -> Dependency: chains verification and every view after it
-
-    def open_pair_on(self, trigger: Callable, fn: Callable, inputs: Sequence | None = None) -> Dependency:
-        """Wire ``trigger`` (an event listener such as ``button.click`` or ``gallery.select``) to open a pair.
-
-        ``fn(*inputs)`` returns ``(reference_path, query_path)``; it may take a
-        ``gr.SelectData`` argument like any Gradio handler. Example::
-
-            pair.open_pair_on(open_button.click, lambda row: (row["a"], row["b"]), [table_state])
-        """
-
-        @functools.wraps(fn)
-        def opened(*values: object) -> tuple:
-            reference, query = fn(*values)
-            return (
-                str(reference),
-                str(query),
-                UPLOAD,
-                UPLOAD,
-                gr.Tabs(selected=UPLOAD),
-                gr.Tabs(selected=UPLOAD),
-                gr.Tabs(selected=PAIR_TAB),
-            )
-
-        outputs = [
-            self.reference.upload,
-            self.query.upload,
-            self.reference.mode,
-            self.query.mode,
-            self.reference.tabs,
-            self.query.tabs,
-            self.main_tabs,
-        ]
-        return self._then_verify(trigger(opened, inputs, outputs, api_visibility="private"))
-
-
-@dataclass
-class AppContext:
-    """What a tab builder gets: the model, where data lives, and the pair views."""
-
-    model: DetailSemNet
-    info: ModelInfo
-    data_root: Path | None
-    pair: PairViews
-
-
-TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main tabs
-
-
 # metrics.json keys quoted in the header: the headline numbers a visitor can check in the model card
 CROSS_EER_KEY = re.compile(r"cross_dataset\.(?P<name>[^.]+)\.metrics\.eer")
 
@@ -151,7 +86,7 @@ def _header(info: ModelInfo) -> None:
 
 
 def example_pairs(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
-    """Gallery rows (reference, query) and labels from ``assets/examples`` (made by ``dsn.synth``)."""
+    """Gallery rows (reference, query) and labels from ``assets/examples`` (made by ``dsn.data.synth``)."""
     rows, labels = [], []
     for reference in sorted(folder.glob("writer*_reference.png")):
         writer = reference.name.split("_")[0]
@@ -167,10 +102,16 @@ def build_app(
     model: DetailSemNet,
     info: ModelInfo | None = None,
     *,
-    data_root: str | Path | None = None,
+    data_roots: Sequence[str | Path] = (),
+    cache_dir: str | Path | None = None,
     extra_tabs: Sequence[TabBuilder] = (),
 ) -> gr.Blocks:
-    """The explorer for ``model``. ``extra_tabs``: builders called inside the main tabs, after "Verify a pair"."""
+    """The whole explorer for ``model``, exactly as ``app.py`` serves it.
+
+    ``data_roots``: the folders the dataset explorer may read (checked here: a missing one
+    raises ``ValueError``); ``extra_tabs``: more builders, called after the built-in tabs.
+    """
+    tabs = [dataset_tab(data_roots, cache_dir), build_reference_tab, *extra_tabs]
     if info is None:
         info = ModelInfo(
             getattr(model, "source", None),
@@ -198,7 +139,7 @@ def build_app(
                             gr.Examples(
                                 rows,
                                 [reference.upload, query.upload],
-                                label="Examples: synthetic signatures (dsn.synth), click one to verify it",
+                                label="Examples: synthetic signatures (dsn.data.synth), click one to verify it",
                                 example_labels=labels,
                                 examples_per_page=12,
                                 elem_id="examples",
@@ -229,9 +170,9 @@ def build_app(
             )
             verify_on(ready.then)
         pair = PairViews(reference, query, analysis, main_tabs, lambda dependency: verify_on(dependency.then))
-        context = AppContext(model, info, Path(data_root) if data_root else None, pair)
+        context = AppContext(model, info, pair, [Path(r) for r in data_roots])
         with main_tabs:
-            for add_tab in extra_tabs:
+            for add_tab in tabs:
                 add_tab(context)
     return demo
 

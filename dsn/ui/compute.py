@@ -18,11 +18,11 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ..analysis import PairAnalysis, analyze_pair
-from ..explain import Attribution, attribute
-from ..model import DetailSemNet
-from ..preprocess import PreprocessError
-from .runtime import gpu
+from dsn.data.preprocess import PreprocessError
+from dsn.inference import PairAnalysis, analyze_pair
+from dsn.inspect.attribution import Attribution, attribute
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.ui.runtime import gpu
 
 
 @contextlib.contextmanager
@@ -38,7 +38,7 @@ def user_errors() -> Iterator[None]:
 
 @gpu
 def analyze(model: DetailSemNet, reference: object, query: object, threshold: float | None = None) -> PairAnalysis:
-    """Preprocess + one backbone pass over both images (see ``dsn.analysis.analyze_pair``)."""
+    """Preprocess + one backbone pass over both images (see ``dsn.inspect.analysis.analyze_pair``)."""
     return analyze_pair(model, reference, query, threshold=threshold)
 
 
@@ -52,7 +52,7 @@ def explain(
     steps: int,
     progress: Callable[[float, str], None] | None = None,
 ) -> Attribution:
-    """One attribution map (see ``dsn.explain.attribute``)."""
+    """One attribution map (see ``dsn.inspect.attribution.attribute``)."""
     return attribute(model, analysis, method, target=target, side=side, steps=int(steps), progress=progress)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from ..preprocess import PreprocessError
+from dsn.data.preprocess import PreprocessError
 
 UPLOAD, DRAW = "upload", "draw"
 CANVAS = (720, 300)  # width, height: signatures are wide

@@ -16,8 +16,8 @@ from typing import TypeVar
 
 import torch
 
-from ..model import DetailSemNet
-from ..weights import CHECKPOINTS_DIR, default_weights
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import CHECKPOINTS_DIR, default_weights
 
 F = TypeVar("F", bound=Callable)
 
@@ -78,7 +78,7 @@ def read_checkpoint_metrics(source: str | None) -> dict:
     """``metrics.json`` next to the weights, so the UI can quote it honestly; {} if absent or unreadable."""
     if source is None:
         return {}
-    from ..weights import WeightsError, resolve
+    from dsn.model.weights import WeightsError, resolve
 
     try:
         folder = resolve(source)  # a Hub source is already in the local cache after loading
@@ -98,7 +98,7 @@ def load_app_model(weights: str | None = None, device: torch.device | None = Non
     """The model the app serves: ``weights`` (folder or hf://), else DSN_WEIGHTS / the embedded checkpoint.
 
     Without any checkpoint the model is randomly initialised, and ``info.untrained``
-    makes the UI say so loudly. Raises ``dsn.weights.WeightsError`` when a named
+    makes the UI say so loudly. Raises ``dsn.model.weights.WeightsError`` when a named
     source cannot be used (e.g. offline and not cached).
     """
     source = weights or default_weights()

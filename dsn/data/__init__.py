@@ -1,0 +1,1 @@
+"""Images in, model inputs out: preprocessing of any upload, dataset folders and splits, synthetic signatures."""

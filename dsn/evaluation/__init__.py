@@ -1,0 +1,1 @@
+"""Scoring datasets: embeddings (cached), pair distances, metrics, multi-reference trials, calibration, reports."""

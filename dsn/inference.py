@@ -1,0 +1,287 @@
+"""The one inference path: images -> embeddings -> verification, used by every caller.
+
+The CLI, the app's views and JSON API, reference sets, dataset evaluation and the
+explorer all embed through :func:`embed` and score through :func:`compare`, so a pair
+gets the same distance wherever it is shown. Here, and only here, is decided:
+
+- **precision**: the backbone runs under bf16 autocast on CUDA and in float32 on the
+  CPU (``"auto"``); :func:`set_precision` (or ``DSN_PRECISION``) forces one for every
+  path at once. The matching always runs in float32: Sinkhorn at a small epsilon
+  needs it. Attributions differentiate the model in float32 whatever the policy.
+- **where results live**: on the CPU, in float32, ready for numpy and JSON.
+
+A verification is reported with one schema (:meth:`PairAnalysis.summary`):
+``margin = threshold - distance``, so a positive margin means accepted as genuine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsn.data.preprocess import Preprocessed, preprocess
+from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
+from dsn.model.dsi import DSIMaps
+from dsn.model.matching import Transport
+
+PRECISIONS = ("auto", "fp32", "bf16")
+UNTRAINED_SOURCE = "random initialisation (untrained)"
+SIDES = ("reference", "query")
+_precision = os.environ.get("DSN_PRECISION", "auto")
+
+
+# ----------------------------------------------------------------------------- precision policy
+def set_precision(value: str) -> None:
+    """Backbone precision of every inference path: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
+    global _precision
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+    _precision = value
+
+
+def precision_for(device: torch.device) -> str:
+    """``fp32`` or ``bf16``: what the backbone runs in on ``device`` under the current policy."""
+    if _precision not in PRECISIONS:
+        raise ValueError(f"DSN_PRECISION must be one of {PRECISIONS}, got {_precision!r}")
+    if _precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return _precision
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if precision_for(device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float32) if t.is_floating_point() else t.detach().to("cpu")
+
+
+# ----------------------------------------------------------------------------- embedding and scoring
+@torch.inference_mode()
+def embed(
+    model: DetailSemNet,
+    pixels: torch.Tensor,
+    maps: list[DSIMaps] | None = None,
+    batch_size: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Embedding:
+    """Embed (B, 1, H, W) model inputs in batches; float32 on the CPU. ``maps`` collects DSI parts (one batch only)."""
+    model.eval()
+    device = next(model.parameters()).device
+    batch_size = batch_size or max(1, len(pixels))
+    if maps is not None and len(pixels) > batch_size:
+        raise ValueError("DSI maps are collected for a single batch")
+    parts = []
+    for first in range(0, len(pixels), batch_size):
+        with autocast(device):
+            part = model.embed(pixels[first : first + batch_size].to(device), maps)
+        parts.append(Embedding(_cpu(part.global_feature), _cpu(part.tokens), part.ink_mask.cpu(), part.grid))
+        if on_batch is not None:
+            on_batch(min(first + batch_size, len(pixels)), len(pixels))
+    return Embedding.cat(parts)
+
+
+@torch.inference_mode()
+def compare(model: DetailSemNet, reference: Embedding, query: Embedding) -> Verification:
+    """Score pairs (reference[i], query[i]) in float32; the result lives on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+
+    def there(e: Embedding) -> Embedding:
+        return Embedding(e.global_feature.to(device, torch.float32), e.tokens.to(device, torch.float32), e.ink_mask.to(device), e.grid)
+
+    v = model.compare(there(reference), there(query))
+    return Verification(
+        distance=_cpu(v.distance),
+        global_distance=_cpu(v.global_distance),
+        structural_distance=_cpu(v.structural_distance),
+        structural_weight=v.structural_weight,
+        transport=Transport(**{name: _cpu(value) for name, value in vars(v.transport).items()}),
+        mask_ref=v.mask_ref.cpu(),
+        mask_query=v.mask_query.cpu(),
+        grid=v.grid,
+    )
+
+
+def load_input(model: DetailSemNet, source: object) -> Preprocessed:
+    """A source (path, bytes, array, PIL image or ``Preprocessed``) as this model's input."""
+    if isinstance(source, Preprocessed):
+        return source
+    return preprocess(source, size=model.config.img_size, mode=model.config.preprocessing)
+
+
+# ----------------------------------------------------------------------------- weights
+def is_untrained(model: DetailSemNet) -> bool:
+    """Trained weights come only from ``DetailSemNet.load``, which records their source."""
+    return getattr(model, "source", None) is None
+
+
+def source_label(model: DetailSemNet) -> str:
+    return str(model.source) if not is_untrained(model) else UNTRAINED_SOURCE
+
+
+def load_verifier(weights: str | None) -> DetailSemNet:
+    """``weights`` (folder or hf://), else the embedded default, else random weights (see :func:`is_untrained`).
+
+    Random weights keep the tools usable before a checkpoint exists; callers must
+    tell the user loudly that such a verdict means nothing.
+    """
+    from dsn.model.weights import default_weights
+
+    source = weights or default_weights()
+    if source is None:
+        torch.manual_seed(0)  # the same meaningless model on every start, so outputs are reproducible
+        return DetailSemNet().eval()
+    return DetailSemNet.load(source).eval()
+
+
+# ----------------------------------------------------------------------------- one pair
+@dataclass
+class PairAnalysis:
+    """A verified pair (batch of one) with the DSI maps of both images."""
+
+    reference: Preprocessed
+    query: Preprocessed
+    verification: Verification  # batch of 1, tensors on the CPU in float32
+    threshold: float
+    maps_ref: list[DSIMaps]  # one per block, batch item 0 (the reference)
+    maps_query: list[DSIMaps]
+    seconds: float  # wall time of preprocessing + model
+    untrained: bool  # the model has no trained weights: its verdicts mean nothing
+    threshold_source: str = "checkpoint"  # or "given": a threshold the caller chose
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.verification.grid)
+
+    @property
+    def cell(self) -> tuple[float, float]:
+        """Model pixels per token (x, y): 32 at 224 px."""
+        size = self.reference.image.shape
+        return size[1] / self.grid[1], size[0] / self.grid[0]
+
+    @property
+    def plan(self) -> np.ndarray:
+        """(N, N) mass moved from reference token i to query token j; zero on non-ink tokens."""
+        return self.verification.plan[0].numpy()
+
+    @property
+    def cost(self) -> np.ndarray:
+        """(N, N) cosine cost 1 - cos between token features."""
+        return self.verification.transport.cost[0].numpy()
+
+    def preprocessed(self, side: str) -> Preprocessed:
+        return self.reference if check_side(side) == "reference" else self.query
+
+    def ink(self, side: str) -> np.ndarray:
+        """(N,) bool: tokens that take part in the matching."""
+        mask = self.verification.mask_ref if check_side(side) == "reference" else self.verification.mask_query
+        return mask[0].numpy().astype(bool)
+
+    def maps(self, side: str) -> list[DSIMaps]:
+        return self.maps_ref if check_side(side) == "reference" else self.maps_query
+
+    def token_label(self, index: int) -> str:
+        row, col = divmod(int(index), self.grid[1])
+        return f"({row}, {col})"
+
+    def with_threshold(self, threshold: float | None) -> PairAnalysis:
+        """The same analysis judged at another threshold (a shallow copy: the tensors are shared)."""
+        if threshold is None or checked_threshold(threshold) == self.threshold:
+            return self
+        return dataclasses.replace(self, threshold=checked_threshold(threshold), threshold_source="given")
+
+    def summary(self) -> dict:
+        """The verification schema: every caller (CLI, JSON API, app) reports these keys."""
+        return verification_record(self.verification, 0, self.threshold, self.threshold_source, self.untrained, self.seconds)
+
+
+def verification_record(v: Verification, index: int, threshold: float, threshold_source: str, untrained: bool, seconds: float) -> dict:
+    """Pair ``index`` of ``v`` as JSON-ready numbers; ``margin = threshold - distance`` (> 0: accepted)."""
+    distance = float(v.distance[index])
+    structural = float(v.structural_distance[index])
+    return {
+        "verdict": "genuine" if distance <= threshold else "forged",
+        "accepted": distance <= threshold,
+        "distance": distance,
+        "global_distance": float(v.global_distance[index]),
+        "structural_distance": structural,
+        "structural_weight": float(v.structural_weight),
+        "weighted_structural_distance": float(v.structural_weight) * structural,
+        "threshold": float(threshold),
+        "threshold_source": threshold_source,
+        "margin": float(threshold) - distance,
+        "ink_tokens_reference": int(v.mask_ref[index].sum()),
+        "ink_tokens_query": int(v.mask_query[index].sum()),
+        "tokens": int(v.mask_ref.shape[1]),
+        "marginal_error": float(v.transport.marginal_error[index]),
+        "seconds": float(seconds),
+        "untrained": bool(untrained),
+    }
+
+
+def checked_threshold(threshold: float) -> float:
+    """A decision threshold as a float; NaN or infinite thresholds would decide every pair the same way."""
+    value = float(threshold)
+    if not math.isfinite(value):
+        raise ValueError(f"the threshold must be a finite number, got {threshold!r}")
+    return value
+
+
+def check_side(side: str) -> str:
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    return side
+
+
+def _split_maps(maps: list[DSIMaps], item: int) -> list[DSIMaps]:
+    fields = ("semantic_input", "detail_input", "detail_conv", "salient_conv", "semantics_attend")
+    return [
+        DSIMaps(m.stage, m.block, m.pool_size, **{f: getattr(m, f)[item : item + 1].detach().cpu().float() for f in fields}) for m in maps
+    ]
+
+
+def analyze_pair(
+    model: DetailSemNet, reference_source: object, query_source: object, threshold: float | None = None, with_maps: bool = True
+) -> PairAnalysis:
+    """Preprocess both images, embed both in one backbone pass, compare them (DSI maps optional)."""
+    start = time.perf_counter()
+    reference, query = load_input(model, reference_source), load_input(model, query_source)
+    maps: list[DSIMaps] | None = [] if with_maps else None
+    both = embed(model, torch.cat([reference.tensor(), query.tensor()]), maps)
+    verification = compare(model, both[0], both[1])
+    return PairAnalysis(
+        reference=reference,
+        query=query,
+        verification=verification,
+        threshold=checked_threshold(model.config.threshold if threshold is None else threshold),
+        maps_ref=_split_maps(maps, 0) if maps else [],
+        maps_query=_split_maps(maps, 1) if maps else [],
+        seconds=time.perf_counter() - start,
+        untrained=is_untrained(model),
+        threshold_source="checkpoint" if threshold is None else "given",
+    )
+
+
+def verify(model: DetailSemNet, reference: object, query: object, threshold: float | None = None) -> dict:
+    """The verdict on one pair as the verification schema, plus the two inputs' names when they are files."""
+    analysis = analyze_pair(model, reference, query, threshold, with_maps=False)
+    named = {side: str(source) for side, source in zip(SIDES, (reference, query), strict=True) if isinstance(source, str | Path)}
+    return {**analysis.summary(), **named}
+
+
+def embed_many(model: DetailSemNet, sources: Sequence[object], batch_size: int = 32) -> tuple[list[Preprocessed], Embedding]:
+    """Preprocess and embed several images (e.g. a reference set), each through the backbone once."""
+    inputs = [load_input(model, s) for s in sources]
+    return inputs, embed(model, torch.cat([p.tensor() for p in inputs]), batch_size=batch_size)

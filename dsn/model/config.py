@@ -1,0 +1,100 @@
+"""What a checkpoint's ``config.json`` holds, checked field by field when it is read.
+
+A checkpoint may come from the internet, so its config is untrusted input: a wrong type,
+a non-finite threshold or an absurd input size is refused with a message that names the
+field, before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+PREPROCESSING_MODES = ("letterbox", "stretch")
+
+# How the distance is defined: ours, and the official code's (plain L2 of the mean normed
+# token, structural tokens projected from the *pre-norm* tokens, ink by area mean).
+CHOICES = {
+    "preprocessing": PREPROCESSING_MODES,
+    "global_distance": ("normalized_l2", "l2"),
+    "structural_tokens": ("normed", "pre_norm"),
+    "ink_mask": ("stroke_fraction", "area_mean"),
+}
+# Inclusive ranges of the numeric fields: wide enough for any sensible checkpoint.
+RANGES = {
+    "img_size": (32, 1024),  # 1024 px is ~20x the default's activations; beyond is a mistake or an attack
+    "match_dim": (1, 4096),
+    "structural_weight": (0.0, 1e3),
+    "epsilon_train": (1e-9, 10.0),
+    "epsilon_eval": (1e-9, 10.0),
+    "sinkhorn_iterations": (1, 10_000),
+    "threshold": (0.0, 1e3),
+    "drop_path_rate": (0.0, 1.0),
+}
+
+
+class ConfigError(ValueError):
+    """A config field has the wrong type or value; the message names it."""
+
+
+@dataclass
+class DetailSemNetConfig:
+    backbone: str = "dsnet_tiny"
+    img_size: int = 224
+    match_dim: int = 96
+    structural_weight: float = 1.0  # the paper's lambda
+    epsilon_train: float = 0.1
+    epsilon_eval: float = 0.05
+    sinkhorn_iterations: int = 100
+    threshold: float = 0.6  # decision threshold on the total distance, chosen on validation writers
+    drop_path_rate: float = 0.0
+    preprocessing: str = "letterbox"  # "letterbox": crop to the ink, keep aspect; "stretch": the official whole-image resize
+    global_distance: str = "normalized_l2"  # "l2": plain L2 of the mean final token, as the official code
+    structural_tokens: str = "normed"  # "pre_norm": head applied before the final norm, as the official code
+    ink_mask: str = "stroke_fraction"  # "area_mean": the official rule (cell mean above the image's minimum)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "str" and not isinstance(value, str):
+                raise ConfigError(f"{f.name} must be a string, got {value!r}")
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            if f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{f.name} must be a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise ConfigError(f"{f.name} must be finite, got {value!r}")
+                setattr(self, f.name, float(value))
+            if f.name in RANGES:
+                low, high = RANGES[f.name]
+                if not low <= value <= high:
+                    raise ConfigError(f"{f.name} must be between {low} and {high}, got {value!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DetailSemNetConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config.json must hold an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config.json has keys this version does not know: {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def official(cls, **overrides: object) -> DetailSemNetConfig:
+        """The authors' network and distance: what ``convert-official`` writes."""
+        base = dict(
+            backbone="dsnet_official",
+            preprocessing="stretch",
+            global_distance="l2",
+            structural_tokens="pre_norm",
+            ink_mask="area_mean",
+            epsilon_train=0.05,  # the official training epsilon; its eval epsilon (5e-8) gives no converged plan
+            epsilon_eval=0.05,
+            sinkhorn_iterations=300,
+        )
+        return cls(**{**base, **overrides})

@@ -1,0 +1,152 @@
+"""Saving and loading DetailSemNet weights: local folders or the Hugging Face Hub, safetensors only.
+
+A weights source is either a folder holding ``config.json`` + ``model.safetensors``
+or ``hf://owner/repo[@revision]``. Pickle files are refused: a checkpoint from
+the internet must not be able to run code on a visitor's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+
+from dsn.model.config import ConfigError
+
+if TYPE_CHECKING:
+    from dsn.model.detailsemnet import DetailSemNet
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+DEFAULT_CHECKPOINT = "dsnet-tiny-joint"
+
+ModelT = TypeVar("ModelT", bound="DetailSemNet")
+
+
+class WeightsError(RuntimeError):
+    """A weights source could not be used; the message says why and what to do."""
+
+
+def default_weights() -> str | None:
+    """The embedded default checkpoint (overridable with DSN_WEIGHTS), or None when there is none."""
+    env = os.environ.get("DSN_WEIGHTS")
+    if env:
+        return env
+    folder = CHECKPOINTS_DIR / DEFAULT_CHECKPOINT
+    return str(folder) if (folder / WEIGHTS_NAME).is_file() else None
+
+
+def save_folder(model: DetailSemNet, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_NAME).write_text(json.dumps(model.config_dict(), indent=2, sort_keys=True) + "\n")
+    save_model(model, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "dsn"})
+    return folder
+
+
+def parse_hub_source(source: str) -> tuple[str, str | None]:
+    """``hf://owner/repo@rev`` -> ("owner/repo", "rev")."""
+    rest = source[len("hf://") :]
+    repo_id, _, revision = rest.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise WeightsError(f"{source!r} is not a Hub source; expected hf://owner/repo or hf://owner/repo@revision")
+    return repo_id, revision or None
+
+
+def fetch_from_hub(source: str, **hub_kwargs: object) -> Path:
+    """Download (or find in the cache) config + weights; return the local snapshot folder.
+
+    `hub_kwargs` (token, cache_dir, force_download, local_files_only) go to ``hf_hub_download``.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id, revision = parse_hub_source(source)
+    try:
+        config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **hub_kwargs)
+        hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, **hub_kwargs)
+    # LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub >= 1.0: it must be caught first.
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+        raise WeightsError(
+            f"Cannot download {source}: offline (HF_HUB_OFFLINE is set or the Hub is unreachable) and it is not in the local cache. "
+            "Connect to the internet once, or pass a local folder with --weights."
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise WeightsError(f"Hub repository {repo_id!r} was not found (or is private and no token was given).") from err
+    except RevisionNotFoundError as err:
+        raise WeightsError(f"Revision {revision!r} does not exist in {repo_id!r}.") from err
+    except EntryNotFoundError as err:
+        raise WeightsError(f"{repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}; is it a DetailSemNet checkpoint?") from err
+    except HfHubHTTPError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"Cannot download {source}: the Hub answered {first_line}") from err
+    return Path(config_path).parent
+
+
+def resolve(source: str | Path) -> Path:
+    if isinstance(source, str) and source.startswith("hf://"):
+        return fetch_from_hub(source)
+    folder = Path(source).expanduser()
+    if not folder.exists():
+        raise WeightsError(f"Weights folder {str(folder)!r} does not exist.")
+    if folder.is_file():
+        folder = folder.parent
+    if not (folder / WEIGHTS_NAME).is_file():
+        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in {".pt", ".pth", ".bin", ".ckpt", ".pkl"})
+        hint = f" Found {pickles}: pickle checkpoints are refused for safety; convert them to safetensors." if pickles else ""
+        raise WeightsError(f"{str(folder)!r} has no {WEIGHTS_NAME}.{hint}")
+    if not (folder / CONFIG_NAME).is_file():
+        raise WeightsError(f"{str(folder)!r} has no {CONFIG_NAME}; it is needed to rebuild the architecture.")
+    return folder
+
+
+def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.device = "cpu", name: str | None = None) -> ModelT:
+    """`name` is what the model reports as its source (e.g. the hf:// address of a downloaded folder)."""
+    folder = resolve(source)
+    source = name or source
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise WeightsError(f"{folder / CONFIG_NAME} must hold a JSON object.")
+    try:
+        model = cls(**config)
+    except ConfigError as err:  # checked before anything is allocated: a hostile config cannot exhaust memory
+        raise WeightsError(f"{source}: config.json is invalid: {err}.") from err
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise WeightsError(f"{source}: wrong architecture for DetailSemNet ({err}).") from err
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({err}); is it truncated or corrupted?") from err
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source}: the weights do not fit the architecture in config.json "
+            f"(missing {len(missing)} keys, e.g. {missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]})."
+        )
+    wrong = [k for k, v in state.items() if v.shape != expected[k].shape]
+    if wrong:
+        raise WeightsError(
+            f"{source}: wrong architecture, tensor shapes differ for {len(wrong)} keys, e.g. {wrong[0]}: "
+            f"{tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}."
+        )
+    model.load_state_dict(state, strict=True)
+    model.source = str(source)
+    return model.eval()

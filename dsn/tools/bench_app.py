@@ -1,0 +1,79 @@
+"""``python -m dsn.tools.bench_app``: how long the explorer's actions take, on 2 CPU threads by default.
+
+Times what a visitor waits for: verify (``analyze_pair``), verify plus the
+correspondence figure, and each attribution method. Uses the app's model
+(the embedded checkpoint, or a random-init tiny model when there is none:
+the timings are the same, only the verdicts are meaningless). Prints medians;
+nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dsn.inference import analyze_pair
+from dsn.inspect.attribution import METHODS, attribute
+from dsn.inspect.figures import correspondence_figure
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+
+
+def median_seconds(action: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """(median, min) wall seconds over ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dsn.tools.bench_app", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2, like a small Space)")
+    parser.add_argument("--weights", default=None, help="checkpoint folder or hf:// source (default: the app's)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of verify")
+    parser.add_argument("--attribution-repeats", type=int, default=3, help="timed runs of each attribution method")
+    parser.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps / GradientShap samples")
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(METHODS), help="attribution methods to leave out")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    from dsn.ui.runtime import load_app_model  # the app's own loading: same weights, device and fallbacks
+
+    model, info = load_app_model(args.weights)
+    reference, query = EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_genuine.png"
+    print(f"model {info.backbone} ({info.parameters / 1e6:.1f} M parameters), weights: {info.source or 'random init (untrained)'}")
+    print(f"device {info.device}, torch threads {torch.get_num_threads()}, pair {reference.name} / {query.name}", flush=True)
+
+    width = 34
+    print(f"\n{'action':<{width}}  {'median s':>9}  {'min s':>7}  runs")
+    print("-" * (width + 27))
+
+    def report(name: str, action: Callable[[], object], repeats: int, warmup: int) -> None:
+        median, fastest = median_seconds(action, repeats, warmup)
+        print(f"{name:<{width}}  {median:>9.3f}  {fastest:>7.3f}  {repeats:>4}", flush=True)
+
+    verify = lambda: analyze_pair(model, reference, query)  # noqa: E731
+    report("verify (analyze_pair)", verify, args.repeats, warmup=1)
+    report("verify + correspondence figure", lambda: correspondence_figure(verify()), args.repeats, warmup=1)
+    analysis = verify()
+    for method in METHODS:
+        if method in args.skip:
+            continue
+        label = f"{method} ({args.steps} steps)" if method in ("integrated_gradients", "gradient_shap") else method
+        run = lambda method=method: attribute(model, analysis, method, steps=args.steps)  # noqa: E731
+        report(label, run, args.attribution_repeats, warmup=0)  # the network is warm already: verify ran above
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""``python -m dsn.tools.screenshot``: the README's picture, taken by driving the real app in Chromium.
+
+Starts the app on a free port, clicks the first example, opens the patch
+correspondence view and saves the page from the header down to the
+correspondence figure (``assets/screenshot.png`` by default). Uses Debian's Chromium (``/usr/bin/chromium``) through
+Playwright; it never downloads a browser. The browser test reuses these helpers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "screenshot.png"
+TIMEOUT_MS = 120_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(weights: str | None = None) -> Iterator[tuple[gr.Blocks, str]]:
+    """The app, launched in this process on a free port: yields (demo, url); closes it afterwards."""
+    from dsn.ui import build_app, launch_options, load_app_model, prepare
+
+    model, info = load_app_model(weights)
+    demo = prepare(build_app(model, info))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+    try:
+        yield demo, f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Debian Chromium under Playwright (a ``Browser``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_example(page: Page, label: str = "writer 1: genuine pair") -> None:
+    """Click a gallery example and wait until the verdict and its figure are on screen."""
+    page.wait_for_selector("#examples", timeout=TIMEOUT_MS)
+    before = page.locator("#verdict-area").inner_text()
+    page.get_by_text(label, exact=True).click()
+    page.wait_for_function(
+        "before => { const b = document.querySelector('#verdict-banner'); return b && b.innerText !== before; }",
+        arg=before,
+        timeout=TIMEOUT_MS,
+    )
+    page.wait_for_selector("#distance-plot .js-plotly-plot", timeout=TIMEOUT_MS)
+
+
+def show_view(page: Page, tab: str, plot_id: str) -> None:
+    """Open one of the view tabs and wait for its Plotly figure to render."""
+    page.locator("#view-tabs").get_by_role("tab", name=tab).click()
+    page.wait_for_selector(f"#{plot_id} .js-plotly-plot .main-svg", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(800)  # let Plotly finish its layout transition before a screenshot
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dsn.tools.screenshot", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--width", type=int, default=1440)
+    args = parser.parse_args(argv)
+    if not CHROMIUM.exists():
+        print(f"error: {CHROMIUM} is missing; install Debian's chromium package", flush=True)
+        return 2
+    with serve(args.weights) as (_, url), chromium() as browser:
+        page = browser.new_page(viewport={"width": args.width, "height": 900}, device_scale_factor=1)
+        page.goto(url)
+        open_example(page)
+        show_view(page, "Patch correspondences", "correspondence-plot")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        # The whole page down to the correspondence figure: header, inputs, verdict and the matches.
+        bottom = page.evaluate(
+            "() => Math.max(...['#correspondence-plot', '#examples'].map("
+            "s => document.querySelector(s).getBoundingClientRect().bottom + window.scrollY))"
+        )
+        page.screenshot(path=str(args.out), full_page=True, clip={"x": 0, "y": 0, "width": args.width, "height": bottom + 16})
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training on CPU budgets: batches that score every pair, losses, resumable runs."""

@@ -1,0 +1,85 @@
+"""What the app's tabs share: the pair views, the model, the queue settings.
+
+Tabs receive an ``AppContext`` from ``build_app`` instead of importing the module
+that composes them, so ``dsn.ui.tabs`` sits below ``dsn.ui.app``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from gradio.events import Dependency
+
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.ui.inputs import UPLOAD, SignatureInput
+from dsn.ui.runtime import ModelInfo
+
+PAIR_TAB = "pair"
+STATE_SECONDS = 3600  # a visitor's analysis is dropped after an hour of inactivity
+MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}  # one network run at a time: bounded memory on small machines
+
+
+@dataclass
+class PairViews:
+    """The pair views, as other tabs see them.
+
+    ``open_pair_on`` is how another tab (e.g. the dataset explorer) shows a
+    pair here: it fills both inputs, switches to the "Verify a pair" tab and
+    runs exactly what the Verify button runs.
+    """
+
+    reference: SignatureInput
+    query: SignatureInput
+    analysis: gr.State  # the current PairAnalysis (None before the first verify)
+    main_tabs: gr.Tabs
+    _then_verify: Callable  # (Dependency) -> Dependency: chains verification and every view after it
+
+    def open_pair_on(self, trigger: Callable, fn: Callable, inputs: Sequence | None = None) -> Dependency:
+        """Wire ``trigger`` (an event listener such as ``button.click`` or ``gallery.select``) to open a pair.
+
+        ``fn(*inputs)`` returns ``(reference_path, query_path)``; it may take a
+        ``gr.SelectData`` argument like any Gradio handler. Example::
+
+            pair.open_pair_on(open_button.click, lambda row: (row["a"], row["b"]), [table_state])
+        """
+
+        @functools.wraps(fn)
+        def opened(*values: object) -> tuple:
+            reference, query = fn(*values)
+            return (
+                str(reference),
+                str(query),
+                UPLOAD,
+                UPLOAD,
+                gr.Tabs(selected=UPLOAD),
+                gr.Tabs(selected=UPLOAD),
+                gr.Tabs(selected=PAIR_TAB),
+            )
+
+        outputs = [
+            self.reference.upload,
+            self.query.upload,
+            self.reference.mode,
+            self.query.mode,
+            self.reference.tabs,
+            self.query.tabs,
+            self.main_tabs,
+        ]
+        return self._then_verify(trigger(opened, inputs, outputs, api_visibility="private"))
+
+
+@dataclass
+class AppContext:
+    """What a tab builder gets: the model, where data lives, and the pair views."""
+
+    model: DetailSemNet
+    info: ModelInfo
+    pair: PairViews
+    data_roots: list[Path] = field(default_factory=list)
+
+
+TabBuilder = Callable[[AppContext], None]  # builds one gr.Tab inside the main tabs

@@ -1,0 +1,286 @@
+"""The "Dataset explorer" tab: evaluate a dataset split in the app and look at its errors.
+
+Datasets come only from the dropdown of folders found under the allowed
+roots (``--data-root``); ``dsn.inspect.explorer`` enforces that on the server side,
+so a crafted request cannot name another folder. The evaluation's per-pair
+distances stay in a ``gr.State``: the threshold slider re-decides metrics,
+curves, error list and per-writer table from them without running the model.
+Selecting a row of the error list opens that pair in the "Verify a pair" views.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import gradio as gr
+
+from dsn.data.dataset import SPLITS
+from dsn.data.preprocess import read_image
+from dsn.evaluation.report import metrics_table_html
+from dsn.inspect.explorer import (
+    Exploration,
+    allowed_roots,
+    error_rows,
+    explore,
+    export_report,
+    figures,
+    find_datasets,
+    pair_paths,
+    writer_rows,
+)
+from dsn.inspect.figures import png_source
+from dsn.ui.compute import user_errors
+from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext, TabBuilder
+
+TAB_ID = "dataset"
+THUMB_HEIGHT = 40
+ERROR_COLUMNS = ["pair", "writer", "reference", "query", "pair images", "distance", "margin (threshold - distance)", "wrong"]
+ERROR_TYPES = ["number", "number", "str", "str", "html", "number", "number", "bool"]
+ERROR_KINDS = {"false accept": "false-accepts", "false reject": "false-rejects"}  # list -> elem_id suffix
+WRITER_COLUMNS = ["writer", "pairs", "genuine", "forged", "EER %", "FAR %", "FRR %", "errors", "accuracy %"]
+OPENED_DIR = Path(tempfile.gettempdir()) / "dsn-explorer-pairs"  # Gradio serves files from the temp dir only
+NO_ROOTS = (
+    "No data roots were given, so no dataset can be evaluated here. Start the app with "
+    "`python app.py --data-root ../shared/datasets` (repeatable); datasets are picked only from folders under those roots."
+)
+
+
+def dataset_tab(roots: Sequence[str | Path], cache_dir: str | Path | None = None) -> TabBuilder:
+    """A tab builder for ``build_app``; bad roots fail here, at startup."""
+    checked = allowed_roots(roots)
+
+    def build(context: AppContext) -> None:
+        with gr.Tab("Dataset explorer", id=TAB_ID):
+            _build(context, checked, cache_dir)
+
+    return build
+
+
+@functools.lru_cache(maxsize=1024)
+def thumbnail(path: str) -> str:
+    """A small grey PNG data URI of a signature file, for the error table."""
+    gray = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+    height, width = gray.shape
+    size = (max(1, round(width * THUMB_HEIGHT / height)), THUMB_HEIGHT)
+    return png_source(cv2.resize(gray, size, interpolation=cv2.INTER_AREA))
+
+
+def _pair_images_html(exploration: Exploration, pair_index: int) -> str:
+    images = [
+        f"<img src='{thumbnail(str(p))}' alt='{html.escape(p.name)}' style='height:{THUMB_HEIGHT}px;margin-right:4px'>"
+        for p in pair_paths(exploration.result, pair_index)
+    ]
+    return "".join(images)
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)
+
+
+def error_table(exploration: Exploration | None, limit: float, kind: str) -> list[list]:
+    """Rows of one list ("false accept" or "false reject"), worst first; the first column is the pair index."""
+    if exploration is None:
+        return []
+    return [
+        [
+            r["pair"],
+            r["writer"],
+            r["reference"],
+            r["query"],
+            _pair_images_html(exploration, r["pair"]),
+            round(r["distance"], 4),
+            round(r["margin"], 4),
+            r["error"],
+        ]
+        for r in error_rows(exploration.result, int(limit))
+        if r["kind"] == kind
+    ]
+
+
+def writer_table(exploration: Exploration | None) -> list[list]:
+    if exploration is None:
+        return []
+    return [
+        [
+            r["writer"],
+            r["n_pairs"],
+            r["n_genuine_pairs"],
+            r["n_forged_pairs"],
+            _percent(r["eer"]),
+            _percent(r["far"]),
+            _percent(r["frr"]),
+            r["errors"],
+            _percent(r["accuracy"]),
+        ]
+        for r in writer_rows(exploration.result)
+    ]
+
+
+def metrics_html(exploration: Exploration) -> str:
+    """Headline numbers at the current threshold, then the report's full metrics table."""
+    result, m = exploration.result, exploration.result.metrics
+    warning = ""
+    if result.info.get("untrained"):
+        warning = "<div class='dsn-untrained'>⚠ UNTRAINED WEIGHTS: these numbers describe a random network.</div>"
+    if "eer" not in m:
+        return warning + f"<p id='dataset-headline'>{html.escape(m.get('note', ''))}</p>" + metrics_table_html(m)
+    headline = (
+        f"<p id='dataset-headline'><b>EER {100 * m['eer']:.2f}%</b> · AUC {m['auc']:.4f} · at threshold "
+        f"<b>{result.threshold:.3f}</b>: FAR <b>{100 * m['far']:.2f}%</b> ({m['fp']} forgeries accepted), "
+        f"FRR <b>{100 * m['frr']:.2f}%</b> ({m['fn']} genuine rejected), accuracy {100 * m['accuracy']:.2f}%</p>"
+    )
+    return warning + headline + f"<details><summary>All metrics</summary>{metrics_table_html(m)}</details>"
+
+
+def status_markdown(exploration: Exploration) -> str:
+    result, cache = exploration.result, exploration.cache
+    return (
+        f"**{exploration.dataset}** · split `{exploration.split}` · {len(exploration.writers)} writers · "
+        f"{len(result.images)} images · {len(result.pairs)} pairs · embeddings: {cache.hits} from the disk cache, "
+        f"{cache.misses} computed · {exploration.seconds:.1f} s"
+    )
+
+
+def _views(exploration: Exploration, limit: float) -> tuple:
+    """(metrics, roc, histogram, false accepts, false rejects, writers) at the exploration's threshold."""
+    figs = figures(exploration.result)
+    errors = [error_table(exploration, limit, kind) for kind in ERROR_KINDS]
+    return (metrics_html(exploration), figs.get("roc"), figs.get("histogram"), *errors, writer_table(exploration))
+
+
+def servable_copy(path: Path) -> str:
+    """Copy a dataset file into the temp dir so Gradio may serve it; the dataset roots are never exposed."""
+    data = path.read_bytes()
+    OPENED_DIR.mkdir(parents=True, exist_ok=True)
+    target = OPENED_DIR / f"{'-'.join(path.parts[-3:-1])}-{hashlib.sha1(data).hexdigest()[:10]}{path.suffix}"
+    if not target.exists():
+        target.write_bytes(data)
+    return str(target)
+
+
+def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None) -> None:
+    if not roots:
+        gr.Markdown(NO_ROOTS, elem_id="dataset-no-roots")
+        return
+    datasets = list(find_datasets(roots))
+    model, default_threshold = context.model, float(context.model.config.threshold)
+    gr.Markdown(
+        "Evaluate the standard protocol (every genuine-genuine pair and every genuine-forged pair of each writer) on a "
+        f"dataset under {', '.join(f'`{r}`' for r in roots)}. Embeddings are cached on disk, so a second run is quick.",
+        elem_classes="dsn-note",
+    )
+    state = gr.State(None, time_to_live=STATE_SECONDS)
+    with gr.Row(equal_height=True):
+        dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Dataset", elem_id="dataset-choice")
+        split = gr.Radio(list(SPLITS), value="test", label="Split (writer-independent)", elem_id="dataset-split")
+        writer_limit = gr.Number(0, precision=0, minimum=0, label="Writer limit (0 = all)", elem_id="dataset-writer-limit")
+        run = gr.Button("Evaluate", variant="primary", elem_id="dataset-evaluate")
+    status = gr.Markdown(elem_id="dataset-status")
+    threshold = gr.Slider(
+        0.0,
+        round(max(2.0, 3.0 * default_threshold), 2),
+        value=default_threshold,
+        step=0.001,
+        label="Decision threshold (accept when distance ≤ threshold); moving it does not rerun the model",
+        elem_id="dataset-threshold",
+    )
+    metrics = gr.HTML(elem_id="dataset-metrics")
+    with gr.Row():
+        roc = gr.Plot(label="ROC", elem_id="dataset-roc")
+        det = gr.Plot(label="DET", elem_id="dataset-det")
+    histogram = gr.Plot(label="Distance histogram", elem_id="dataset-histogram")
+    gr.Markdown(
+        "### Errors\nForgeries with the smallest distances (false accepts) and genuine pairs with the largest "
+        "(false rejects), worst first; `wrong` says whether the threshold gets the pair wrong. Click a row to "
+        "open the pair in the verdict, correspondence, detail and attribution views."
+    )
+    error_limit = gr.Slider(5, 100, value=20, step=5, label="Pairs per list", elem_id="dataset-error-limit")
+    error_tables = {}
+    for kind, suffix in ERROR_KINDS.items():
+        error_tables[kind] = gr.Dataframe(
+            headers=ERROR_COLUMNS,
+            datatype=ERROR_TYPES,
+            interactive=False,
+            type="array",
+            max_height=420,
+            label=f"{kind.capitalize()}s (sortable; click a row to open the pair)",
+            elem_id=f"dataset-{suffix}",
+        )
+    gr.Markdown("### Per writer")
+    writers = gr.Dataframe(headers=WRITER_COLUMNS, interactive=False, type="array", elem_id="dataset-writers")
+    with gr.Accordion("Download: per-pair CSV, metrics JSON, figures (HTML, PNG)", open=False):
+        png = gr.Checkbox(True, label="Also PNG figures (kaleido drives the local Chromium; ~10 s)")
+        export = gr.Button("Prepare report files", elem_id="dataset-export")
+        files = gr.File(file_count="multiple", label="Report files", interactive=False, elem_id="dataset-files")
+        export_note = gr.Markdown()
+
+    def evaluate_dataset(
+        name: str,
+        split_name: str,
+        limit: float | None,
+        current: float,
+        rows: float,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        try:
+            with user_errors():
+                exploration = explore(
+                    model,
+                    name,
+                    roots,
+                    split_name,
+                    int(limit or 0) or None,
+                    float(current),
+                    cache_dir,
+                    progress=lambda fraction, text: progress(fraction, desc=text),
+                )
+        except PermissionError as error:
+            raise gr.Error(str(error), title="Not allowed", print_exception=False) from error
+        top = float(exploration.result.scores.distance.max())
+        slider = gr.Slider(maximum=round(max(2.0, 3.0 * default_threshold, 1.05 * top), 2), value=float(current))
+        figs = figures(exploration.result)
+        return (exploration, status_markdown(exploration), slider, figs.get("det"), *_views(exploration, rows))
+
+    def rethreshold(exploration: Exploration | None, value: float, rows: float) -> tuple:
+        if exploration is None:
+            return None, "", None, None, [], [], []
+        judged = exploration.at_threshold(float(value))
+        return (judged, *_views(judged, rows))
+
+    def open_selected(exploration: Exploration | None, event: gr.SelectData) -> tuple[str, str]:
+        if exploration is None or not event.row_value:
+            raise gr.Error("Run an evaluation first, then click a row of the error list.")
+        reference, query = pair_paths(exploration.result, int(event.row_value[0]))
+        return servable_copy(reference), servable_copy(query)
+
+    def prepare_files(exploration: Exploration | None, with_png: bool) -> tuple[list[str], str]:
+        if exploration is None:
+            raise gr.Error("Run an evaluation first.")
+        paths, note = export_report(exploration, tempfile.mkdtemp(prefix="dsn-report-"), png=bool(with_png))
+        return [str(p) for p in paths], note
+
+    views = [metrics, roc, histogram, *error_tables.values(), writers]
+    run.click(
+        evaluate_dataset,
+        [dataset, split, writer_limit, threshold, error_limit],
+        [state, status, threshold, det, *views],
+        api_visibility="private",
+        **MODEL_JOB,
+    )
+    threshold.input(rethreshold, [state, threshold, error_limit], [state, *views], api_visibility="private", trigger_mode="always_last")
+    error_limit.input(
+        lambda exploration, limit: [error_table(exploration, limit, kind) for kind in ERROR_KINDS],
+        [state, error_limit],
+        list(error_tables.values()),
+        api_visibility="private",
+        trigger_mode="always_last",
+    )
+    for table in error_tables.values():
+        context.pair.open_pair_on(table.select, open_selected, [state])
+    export.click(prepare_files, [state, png], [files, export_note], api_visibility="private")

@@ -1,0 +1,161 @@
+"""The "Reference set" tab: one query against several genuine references of one writer.
+
+Shows each reference's distance, the combined decision by the mean and by the
+minimum distance, and the patch correspondences with any chosen reference.
+The result lives in a ``gr.State``: the threshold slider and the reference
+choice re-render without running the model again.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from dsn.inspect.figures import correspondence_figure
+from dsn.inspect.reference_set import MAX_REFERENCES, ReferenceSetResult, verify_against_references
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.ui.compute import require_file, user_errors
+from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext
+from dsn.ui.runtime import gpu
+
+TAB_ID = "references"
+TABLE_COLUMNS = ["#", "reference", "distance", "global", "structural", "accepted"]
+
+
+@dataclass
+class ReferenceState:
+    """The result plus the files it came from, so a pair can be opened in the pair views."""
+
+    result: ReferenceSetResult
+    reference_paths: list[str]
+    query_path: str
+
+
+@gpu
+def compare_set(model: DetailSemNet, query: str, references: list[str], threshold: float) -> ReferenceSetResult:
+    names = [_display_name(path) for path in references]
+    return verify_against_references(model, query, references, threshold=threshold, names=names)
+
+
+def _display_name(path: str) -> str:
+    return Path(path).name
+
+
+def decision_html(result: ReferenceSetResult) -> str:
+    """Both combined decisions side by side, with the arithmetic behind them."""
+    boxes = []
+    for rule, value, explanation in (
+        ("mean", result.mean_distance, "average over all references: one odd reference cannot decide"),
+        ("min", result.min_distance, f"closest reference ({html.escape(result.names[result.closest])}) decides: lenient"),
+    ):
+        accepted = result.accepted(rule)
+        css, word, relation = ("dsn-genuine", "Genuine", "≤") if accepted else ("dsn-forged", "Forged", ">")
+        boxes.append(
+            f"<div class='dsn-verdict {css}' id='refset-{rule}'><span class='word'>{word}</span><span class='facts'>by "
+            f"<b>{rule}</b> distance <b>{value:.3f}</b> {relation} threshold {result.threshold:.3f}<br>{explanation}</span></div>"
+        )
+    warning = ""
+    if result.untrained:
+        warning = "<div class='dsn-untrained'>⚠ UNTRAINED WEIGHTS: these decisions are meaningless.</div>"
+    facts = f"<p class='dsn-note'>{len(result.references)} references, each image embedded once, {result.seconds:.2f} s.</p>"
+    return warning + "<div style='display:grid;gap:8px'>" + "".join(boxes) + "</div>" + facts
+
+
+def table_rows(result: ReferenceSetResult) -> list[list]:
+    return [
+        [
+            i + 1,
+            row["reference"],
+            round(row["distance"], 4),
+            round(row["global_distance"], 4),
+            round(row["structural_distance"], 4),
+            row["accepted"],
+        ]
+        for i, row in enumerate(result.rows())
+    ]
+
+
+def reference_choices(result: ReferenceSetResult) -> list[tuple[str, int]]:
+    return [(f"{i + 1}. {name} (distance {d:.3f})", i) for i, (name, d) in enumerate(zip(result.names, result.distances))]
+
+
+def build_reference_tab(context: AppContext) -> None:
+    """A ``TabBuilder`` for ``build_app``."""
+    model, default_threshold = context.model, float(context.model.config.threshold)
+    with gr.Tab("Reference set", id=TAB_ID):
+        gr.Markdown(
+            "Check one query against several **genuine** signatures of the same writer. Each reference is compared "
+            "with the query; the decision is combined by the **mean** distance (robust) and by the **minimum** "
+            f"(lenient: more references can only help acceptance). Up to {MAX_REFERENCES} references.",
+            elem_classes="dsn-note",
+        )
+        state = gr.State(None, time_to_live=STATE_SECONDS)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=360):
+                references = gr.File(
+                    file_count="multiple", file_types=["image"], label="Genuine references (one writer)", elem_id="refset-references"
+                )
+                query = gr.Image(
+                    type="filepath", sources=["upload", "clipboard"], label="Query signature", height=210, elem_id="refset-query"
+                )
+                threshold = gr.Slider(
+                    0.0,
+                    round(max(2.0, 3.0 * default_threshold), 2),
+                    value=default_threshold,
+                    step=0.005,
+                    label="Decision threshold (accept when distance ≤ threshold)",
+                    elem_id="refset-threshold",
+                )
+                compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
+            with gr.Column(scale=3, min_width=520):
+                decision = gr.HTML(elem_id="refset-decision")
+                table = gr.Dataframe(
+                    headers=TABLE_COLUMNS,
+                    datatype=["number", "str", "number", "number", "number", "bool"],
+                    interactive=False,
+                    type="array",
+                    elem_id="refset-table",
+                )
+                chosen = gr.Dropdown(choices=[], label="Patch correspondences with reference", elem_id="refset-chosen")
+                figure = gr.Plot(label="Patch correspondences", elem_id="refset-correspondence")
+                open_pair = gr.Button("Open this reference and the query in the pair views", elem_id="refset-open")
+
+    def run(query_path: str | None, reference_files: list | None, value: float) -> tuple:
+        with user_errors():
+            query_file = str(require_file(query_path, "query"))
+            paths = [str(getattr(f, "name", f)) for f in (reference_files or [])]
+            result = compare_set(model, query_file, paths, float(value))
+        closest = result.closest
+        figure_ = correspondence_figure(result.pair(closest))
+        return (
+            ReferenceState(result, paths, query_file),
+            decision_html(result),
+            table_rows(result),
+            gr.Dropdown(choices=reference_choices(result), value=closest),
+            figure_,
+        )
+
+    def rethreshold(current: ReferenceState | None, value: float) -> tuple:
+        if current is None:
+            return None, "", []
+        judged = ReferenceState(current.result.with_threshold(value), current.reference_paths, current.query_path)
+        return judged, decision_html(judged.result), table_rows(judged.result)
+
+    def show(current: ReferenceState | None, index: int | None) -> object:
+        if current is None or index is None:
+            return None
+        return correspondence_figure(current.result.pair(int(index)))
+
+    def chosen_pair(current: ReferenceState | None, index: int | None) -> tuple[str, str]:
+        if current is None:
+            raise gr.Error("Compare a query with references first.")
+        reference = current.reference_paths[int(index) if index is not None else current.result.closest]
+        return reference, current.query_path
+
+    compare.click(run, [query, references, threshold], [state, decision, table, chosen, figure], api_visibility="private", **MODEL_JOB)
+    threshold.input(rethreshold, [state, threshold], [state, decision, table], api_visibility="private", trigger_mode="always_last")
+    chosen.input(show, [state, chosen], figure, api_visibility="private")
+    context.pair.open_pair_on(open_pair.click, chosen_pair, [state, chosen])

@@ -1,0 +1,99 @@
+"""The verdict view: genuine or forged at an adjustable threshold, and why, in numbers.
+
+Moving the threshold re-decides from the stored analysis: the distance does
+not depend on the threshold, so the model never runs again for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from dsn.inference import PairAnalysis
+from dsn.inspect.figures import distance_bar_figure
+from dsn.ui.runtime import ModelInfo
+
+WAITING_HTML = (
+    "<div class='dsn-verdict dsn-waiting'><span>Pick an example below or give two signatures, then press <b>Verify</b>.</span></div>"
+)
+
+
+@dataclass
+class VerdictView:
+    threshold: gr.Slider
+    bar: gr.Plot
+    reference_view: gr.Image
+    query_view: gr.Image
+    summary: gr.JSON
+
+
+def threshold_slider(info: ModelInfo) -> gr.Slider:
+    return gr.Slider(
+        0.0,
+        round(info.max_distance, 3),
+        value=info.threshold,
+        step=0.005,
+        label="Decision threshold (accept as genuine when distance ≤ threshold)",
+        info=f"Default {info.threshold:.3f} comes with the checkpoint. Moving it re-decides instantly; the model does not run again.",
+        elem_id="threshold",
+    )
+
+
+def build_verdict_tab(info: ModelInfo) -> VerdictView:
+    """Body of the "Verdict" tab; call inside a ``gr.Tab``."""
+    threshold = threshold_slider(info)
+    bar = gr.Plot(label="Distance = global + λ·structural", elem_id="distance-plot")
+    gr.Markdown(
+        "**What the model sees.** Preprocessing removes the paper, keeps the ink (bright on black), crops to it and "
+        "letterboxes it into 224×224. Anything lost here cannot count for or against the pair.",
+        elem_classes="dsn-note",
+    )
+    with gr.Row():
+        reference_view = gr.Image(label="Reference, as the model sees it", format="png", height=230, interactive=False)
+        query_view = gr.Image(label="Query, as the model sees it", format="png", height=230, interactive=False)
+    with gr.Accordion("All numbers (JSON, as returned by the /verify API)", open=False):
+        summary = gr.JSON(label="summary", elem_id="verdict-json")
+    return VerdictView(threshold, bar, reference_view, query_view, summary)
+
+
+def model_view(image: np.ndarray) -> np.ndarray:
+    """Float model input -> uint8 for display, unchanged in look: ink bright on black."""
+    return np.clip(np.rint(255.0 * np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
+
+
+def verdict_html(summary: dict) -> str:
+    """The always-visible verdict line above the views."""
+    genuine = summary["verdict"] == "genuine"
+    relation = "≤" if genuine else ">"
+    word = "Genuine" if genuine else "Forged"
+    facts = (
+        f"distance <b>{summary['distance']:.3f}</b> {relation} threshold {summary['threshold']:.3f} · "
+        f"global {summary['global_distance']:.3f} + λ·structural {summary['weighted_structural_distance']:.3f} · "
+        f"{summary['ink_tokens_reference']} / {summary['ink_tokens_query']} ink patches · {summary['seconds']:.2f} s"
+    )
+    warning = " <span style='color:#c0392b;font-weight:700'>(untrained weights: meaningless)</span>" if summary["untrained"] else ""
+    css = "dsn-genuine" if genuine else "dsn-forged"
+    return f"<div class='dsn-verdict {css}' id='verdict-banner'><span class='word'>{word}</span><span class='facts'>{facts}{warning}</span></div>"
+
+
+def verdict_outputs(analysis: PairAnalysis) -> tuple:
+    """(banner html, distance bar, reference model view, query model view, summary) for one analysis."""
+    summary = analysis.summary()
+    return (
+        verdict_html(summary),
+        distance_bar_figure(analysis),
+        model_view(analysis.reference.image),
+        model_view(analysis.query.image),
+        summary,
+    )
+
+
+def rethreshold(analysis: PairAnalysis | None, threshold: float) -> tuple:
+    """Re-decide the stored pair at ``threshold``: (analysis, banner, bar, summary); no model call."""
+    if analysis is None:
+        return None, WAITING_HTML, None, None
+    judged = analysis.with_threshold(threshold)
+    summary = judged.summary()
+    return judged, verdict_html(summary), distance_bar_figure(judged), summary

@@ -1,0 +1,148 @@
+"""The package's architecture, checked from its source: layers, no upward imports, no cycles, short files.
+
+The layers (lowest first) are the ones the README's "Architecture" section draws. A
+module may import its own package's modules and any module of a lower layer; imports
+under ``if TYPE_CHECKING:`` are annotations only and are not counted. Function-level
+imports count: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dsn"
+LAYERS = [
+    ["dsn.model"],
+    ["dsn.data"],
+    ["dsn.inference", "dsn.hub"],
+    ["dsn.evaluation"],
+    ["dsn.training", "dsn.inspect"],
+    ["dsn.ui"],
+    ["dsn.tools"],  # benchmarks and screenshots drive the app
+    ["dsn"],  # the public API (dsn/__init__.py), the command line (dsn.cli) and ``python -m dsn``
+]
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def unit_of(module: str) -> str:
+    """The layer entry a module belongs to: its top-level sub-package, or itself."""
+    for layer in LAYERS:
+        for unit in sorted(layer, key=len, reverse=True):
+            if unit != "dsn" and (module == unit or module.startswith(unit + ".")):
+                return unit
+    return "dsn" if module.count(".") <= 1 else module  # other top-level modules: the top layer
+
+
+def layer_of(unit: str) -> int:
+    for index, layer in enumerate(LAYERS):
+        if unit in layer:
+            return index
+    raise AssertionError(f"{unit} is in no layer: add it to LAYERS and to the README's architecture section")
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports_of(path: Path, source: str | None = None) -> set[str]:
+    """Every dsn module that ``path`` (or ``source`` as if it were there) imports at run time, at any depth."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "dsn")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "dsn":
+                folder = PACKAGE.parent / Path(*target.split("."))
+                # ``from dsn.model import weights`` imports the module dsn.model.weights; other names come from target
+                modules = {a.name for a in node.names if (folder / f"{a.name}.py").is_file() or (folder / a.name).is_dir()}
+                found.update(f"{target}.{name}" for name in modules)
+                if len(modules) < len(node.names):
+                    found.add(target)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8") if source is None else source))
+    found.discard(module)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_no_module_imports_a_layer_above_it_or_a_sibling_package() -> None:
+    violations = []
+    for module, imported in graph().items():
+        unit = unit_of(module)
+        for target in sorted(imported):
+            other = unit_of(target)
+            if other == unit:
+                continue
+            if layer_of(other) >= layer_of(unit):
+                violations.append(f"{module} (layer {layer_of(unit)}) imports {target} (layer {layer_of(other)})")
+    assert violations == []
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    full = graph()
+    edges = {m: {t for t in targets if t in full} for m, targets in full.items()}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycle.extend([*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt])
+                return True
+            if state.get(nxt) is None and visit(nxt, [*path, nxt]):
+                return True
+        state[node] = 2
+        return False
+
+    for start in sorted(edges):
+        if state.get(start) is None and visit(start, [start]):
+            break
+    assert cycle == [], " -> ".join(cycle)
+
+
+def test_every_module_is_in_a_layer_and_short() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        layer_of(unit_of(module_name(path)))
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE.parent)} has {lines} lines (at most {MAX_LINES})"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from dsn.model import weights\n", {"dsn.model.weights"}),
+        ("from dsn.model import DetailSemNet, weights\n", {"dsn.model", "dsn.model.weights"}),
+        ("from ..model.config import X\n", {"dsn.model.config"}),
+        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from dsn.ui import app\n", set()),
+        ("def f():\n    from dsn.inspect import figures\n", {"dsn.inspect.figures"}),
+    ],
+)
+def test_the_import_reader_sees_what_python_imports(source: str, expected: set[str]) -> None:
+    assert imports_of(PACKAGE / "evaluation" / "_probe.py", source) == expected
