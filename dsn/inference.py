@@ -30,7 +30,7 @@ import torch
 
 from dsn.data.preprocess import Preprocessed, preprocess
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
-from dsn.model.dsi import DSIMaps
+from dsn.model.dsi import DSIMaps, recording_dsi_maps
 from dsn.model.matching import Transport
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -72,20 +72,17 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
 def embed(
     model: DetailSemNet,
     pixels: torch.Tensor,
-    maps: list[DSIMaps] | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Embedding:
-    """Embed (B, 1, H, W) model inputs in batches; float32 on the CPU. ``maps`` collects DSI parts (one batch only)."""
+    """Embed (B, 1, H, W) model inputs in batches; float32 on the CPU."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or max(1, len(pixels))
-    if maps is not None and len(pixels) > batch_size:
-        raise ValueError("DSI maps are collected for a single batch")
     parts = []
     for first in range(0, len(pixels), batch_size):
         with autocast(device):
-            part = model.embed(pixels[first : first + batch_size].to(device), maps)
+            part = model.embed(pixels[first : first + batch_size].to(device))
         parts.append(Embedding(_cpu(part.global_feature), _cpu(part.tokens), part.ink_mask.cpu(), part.grid))
         if on_batch is not None:
             on_batch(min(first + batch_size, len(pixels)), len(pixels))
@@ -258,8 +255,8 @@ def analyze_pair(
     """Preprocess both images, embed both in one backbone pass, compare them (DSI maps optional)."""
     start = time.perf_counter()
     reference, query = load_input(model, reference_source), load_input(model, query_source)
-    maps: list[DSIMaps] | None = [] if with_maps else None
-    both = embed(model, torch.cat([reference.tensor(), query.tensor()]), maps)
+    with recording_dsi_maps(model.backbone) if with_maps else contextlib.nullcontext([]) as maps:
+        both = embed(model, torch.cat([reference.tensor(), query.tensor()]))
     verification = compare(model, both[0], both[1])
     return PairAnalysis(
         reference=reference,

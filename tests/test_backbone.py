@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import dsn.model.backbone  # noqa: F401  (registers dsnet_* with timm)
 from dsn.model.backbone import POOL_SIZES, SIZES
-from dsn.model.dsi import DetailSemanticsIntegrator, DSIMaps
+from dsn.model.dsi import DetailSemanticsIntegrator, recording_dsi_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,9 +47,8 @@ def test_gradients_reach_the_stem() -> None:
 def test_dsi_maps_have_one_entry_per_block_with_stage_shapes() -> None:
     model = timm.create_model("dsnet_tiny").eval()
     dims, depths = SIZES["dsnet_tiny"]["dims"], SIZES["dsnet_tiny"]["depths"]
-    maps: list[DSIMaps] = []
-    with torch.inference_mode():
-        model.forward_features(images(2), maps)
+    with torch.inference_mode(), recording_dsi_maps(model) as maps:
+        model.forward_features(images(2))
 
     assert [(m.stage, m.block) for m in maps] == [(s, b) for s, depth in enumerate(depths) for b in range(depth)]
     for m in maps:
@@ -67,7 +66,7 @@ def test_dsi_maps_have_one_entry_per_block_with_stage_shapes() -> None:
     before = len(maps)
     with torch.inference_mode():
         model.forward_features(images(2))
-    assert len(maps) == before, "a call without `maps` must not collect anything"
+    assert len(maps) == before, "a call outside the recording block must not collect anything"
     assert not any(module._forward_hooks or module._forward_pre_hooks for module in model.modules()), "no hooks left behind"
 
 
@@ -75,8 +74,9 @@ def test_maps_do_not_change_the_output() -> None:
     model = timm.create_model("dsnet_tiny").eval()
     with torch.inference_mode():
         plain = model.forward_features(images(1, 64))
-        collected = model.forward_features(images(1, 64), [])
-    assert torch.equal(plain, collected)
+        with recording_dsi_maps(model) as maps:
+            collected = model.forward_features(images(1, 64))
+    assert maps and torch.equal(plain, collected)
 
 
 @pytest.mark.parametrize("side", [56, 14, 13, 7])
@@ -106,7 +106,6 @@ def test_disentangle_splits_into_cell_means_and_residual(pool_size: int, side: i
 def test_disentangle_maps_reconstruct_the_stage_input() -> None:
     """In pooling stages the recorded semantic + detail maps add up to what the DSI mixed."""
     model = timm.create_model("dsnet_tiny").eval()
-    maps: list[DSIMaps] = []
     inputs: list[torch.Tensor] = []
     handles = [
         block.mixer.register_forward_pre_hook(lambda _module, args: inputs.append(args[0].detach()))
@@ -114,8 +113,8 @@ def test_disentangle_maps_reconstruct_the_stage_input() -> None:
         for block in stage.blocks
     ]
     try:
-        with torch.inference_mode():
-            model.forward_features(images(1, 80), maps)  # 80 px: a ragged 5x5 grid in stage 2
+        with torch.inference_mode(), recording_dsi_maps(model) as maps:
+            model.forward_features(images(1, 80))  # 80 px: a ragged 5x5 grid in stage 2
     finally:
         for handle in handles:
             handle.remove()
@@ -123,3 +122,21 @@ def test_disentangle_maps_reconstruct_the_stage_input() -> None:
     for m, x in zip(maps, inputs):
         if m.pool_size > 1:
             assert torch.allclose(m.semantic_input + m.detail_input, x, atol=1e-5)
+
+
+def test_recording_is_per_thread_and_ends_with_the_block() -> None:
+    """Maps come only from passes inside ``recording_dsi_maps`` on the recording thread."""
+    import threading
+
+    model = timm.create_model("dsnet_tiny").eval()
+    blocks = sum(len(stage.blocks) for stage in model.stages)
+    with torch.inference_mode(), recording_dsi_maps(model) as maps:
+        other = threading.Thread(target=lambda: model.forward_features(images(1)))
+        other.start()
+        other.join()
+        assert maps == [], "another thread's forward pass must not be recorded"
+        model.forward_features(images(1))
+    assert len(maps) == blocks
+    with torch.inference_mode():
+        model.forward_features(images(1))
+    assert len(maps) == blocks, "nothing is recorded after the block"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dsn.data.dataset import ImageCache, SignatureImage, list_images
-from dsn.evaluation.embedding_cache import CacheStats, EmbeddingCache, cached_embed, weights_hash
+from dsn.evaluation.embedding_cache import EmbeddingCache, weights_hash
 from dsn.evaluation.scoring import embed_cache
 from dsn.model.detailsemnet import DetailSemNet
 
@@ -66,9 +66,9 @@ def test_second_run_hits_and_matches_direct_embedding(model, dataset, tmp_path):
 
     # a subset in another order reads the same rows back
     subset = [dataset[5], dataset[0], dataset[5]]
-    stats = CacheStats()
-    again = cached_embed(model, subset, tmp_path / "cache", stats=stats)
-    assert (stats.hits, stats.misses) == (3, 0)
+    fresh = EmbeddingCache(tmp_path / "cache")
+    again = fresh.embed(model, subset)
+    assert (fresh.last.hits, fresh.last.misses) == (3, 0)
     assert_same(again, direct[torch.tensor([5, 0, 5])])
 
 

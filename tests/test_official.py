@@ -19,6 +19,7 @@ import dsn.model  # noqa: F401  (registers the backbones)
 from dsn.data.preprocess import preprocess
 from dsn.hub.convert_official import ConversionError, convert_official, map_key, official_key, read_official_state_dict
 from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.dsi import recording_dsi_maps
 from dsn.model.matching import cosine_cost
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +67,8 @@ def test_every_fixture_tensor_is_reproduced(converted, expected):
     images = expected["input_pair"].transpose(0, 1)  # (1, 2, H, W) -> (2, 1, H, W)
     stages: dict[int, torch.Tensor] = {}
     hooks = [s.register_forward_hook(lambda m, i, o, k=k: stages.__setitem__(k, o)) for k, s in enumerate(model.backbone.stages)]
-    maps: list = []
-    with torch.inference_mode():
-        embedding = model.embed(images, maps)
+    with torch.inference_mode(), recording_dsi_maps(model.backbone) as maps:
+        embedding = model.embed(images)
         _, normed, _ = model.backbone.forward_tokens(images)
     for hook in hooks:
         hook.remove()

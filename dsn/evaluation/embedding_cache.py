@@ -310,19 +310,3 @@ class EmbeddingCache:
             }
             _write_shard(path, merged, identity)
         return merged
-
-
-def cached_embed(
-    model: DetailSemNet,
-    images: Sequence[SignatureImage],
-    cache_dir: str | Path | None = None,
-    progress: Progress | None = None,
-    stats: CacheStats | None = None,
-) -> Embedding:
-    """One-shot ``EmbeddingCache(cache_dir).embed``; pass ``stats`` to read hits and misses back."""
-    cache = EmbeddingCache(cache_dir)
-    embedding = cache.embed(model, images, progress)
-    if stats is not None:
-        for name, value in vars(cache.last).items():
-            setattr(stats, name, value)
-    return embedding

@@ -253,21 +253,10 @@ or from the command line: `python -m dsn evaluate --weights {source} --data DATA
 """
 
 
-def write_model_card(
-    folder: str | Path,
-    metrics: dict,
-    train_config: dict,
-    command: str,
-    eval_command: str | None = None,
-    datasets: Sequence[str] = ("cedar",),
-    repo_id: str | None = None,
-    license_id: str = "mit",
-    training_hours: float | None = None,
-) -> Path:
-    """Write ``folder/README.md`` and return its path."""
+def write_model_card(folder: str | Path, *args: object, **kwargs: object) -> Path:
+    """Write ``folder/README.md`` (``render_model_card``'s text for the same arguments) and return its path."""
     path = Path(folder) / CARD_NAME
-    text = render_model_card(metrics, train_config, command, eval_command, datasets, repo_id, license_id, training_hours)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(render_model_card(*args, **kwargs), encoding="utf-8")
     return path
 
 

@@ -17,7 +17,7 @@ from timm.layers import DropPath, LayerScale2d, Mlp
 from timm.models import register_model
 from torch import nn
 
-from dsn.model.dsi import DetailSemanticsIntegrator, DSIMaps, init_weights
+from dsn.model.dsi import DetailSemanticsIntegrator, init_weights
 
 SIZES: dict[str, dict] = {
     "dsnet_tiny": dict(dims=(32, 64, 128, 160), depths=(2, 2, 4, 2), mlp_ratios=(3, 3, 3, 3)),
@@ -46,8 +46,8 @@ class DSIBlock(nn.Module):
         self.ls2 = LayerScale2d(dim, 1e-5)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x), maps, where)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x))))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -59,10 +59,10 @@ class DSNetStage(nn.Module):
         self.downsample = nn.Identity() if first else conv_bn(in_dim, dim, 2)
         self.blocks = nn.ModuleList(DSIBlock(dim, pool_size, mlp_ratio, dp) for dp in drop_paths)
 
-    def forward(self, x: torch.Tensor, stage: int, maps: list[DSIMaps] | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x, maps, (stage, i))
+        for block in self.blocks:
+            x = block(x)
         return x
 
 
@@ -97,18 +97,18 @@ class DSNet(nn.Module):
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor, maps: list[DSIMaps] | None = None) -> torch.Tensor:
-        """Final feature map (B, C, H/32, W/32); pass a list as ``maps`` to collect every DSI's parts."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final feature map (B, C, H/32, W/32); ``dsi.recording_dsi_maps`` collects every DSI's parts."""
         x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x, i, maps)
+        for stage in self.stages:
+            x = stage(x)
         return self.norm(x)
 
-    def forward_tokens(self, x: torch.Tensor, maps: list[DSIMaps] | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """(pre-norm tokens (B, N, C), normed tokens (B, N, C), grid), the interface DetailSemNet embeds with."""
         x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x, i, maps)
+        for stage in self.stages:
+            x = stage(x)
         grid = (x.shape[-2], x.shape[-1])
         return x.flatten(2).transpose(1, 2), self.norm(x).flatten(2).transpose(1, 2), grid
 

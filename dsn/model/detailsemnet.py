@@ -20,7 +20,6 @@ from torch import nn
 from dsn.model import backbone as _backbone  # noqa: F401  (registers dsnet_* with timm)
 from dsn.model import official as _official  # noqa: F401  (registers dsnet_official* with timm)
 from dsn.model.config import DetailSemNetConfig
-from dsn.model.dsi import DSIMaps
 from dsn.model.ink import area_mean_ink_mask, token_ink_mask
 from dsn.model.matching import Transport, match_tokens
 from dsn.model.weights import fetch_from_hub, load_model, save_folder
@@ -102,9 +101,9 @@ class DetailSemNet(
         self.register_state_dict_post_hook(_plain_layout)  # state dicts stay savable with safetensors' save_file
 
     # ----------------------------------------------------------------- embedding
-    def embed(self, images: torch.Tensor, maps: list[DSIMaps] | None = None) -> Embedding:
-        """Backbone pass on (B, 1, H, W) ink-bright images; ``maps`` collects each DSI's parts."""
-        pre_norm, normed, grid = self.backbone.forward_tokens(images, maps)  # (B, N, C) each
+    def embed(self, images: torch.Tensor) -> Embedding:
+        """Backbone pass on (B, 1, H, W) ink-bright images (``dsi.recording_dsi_maps`` collects DSI parts)."""
+        pre_norm, normed, grid = self.backbone.forward_tokens(images)  # (B, N, C) each
         config = self.config
         global_feature = normed.mean(dim=1)
         if config.global_distance == "normalized_l2":

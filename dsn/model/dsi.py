@@ -19,6 +19,9 @@ both branches see the same features.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +42,39 @@ class DSIMaps:
     detail_conv: torch.Tensor
     salient_conv: torch.Tensor
     semantics_attend: torch.Tensor
+
+
+_recording = threading.local()  # per thread: a request that records cannot see another's forward passes
+
+
+@contextlib.contextmanager
+def recording_dsi_maps(backbone: nn.Module) -> Iterator[list[DSIMaps]]:
+    """Collect what every DSI of ``backbone`` sees and produces during the forward passes inside the block.
+
+    The one way DSI maps come out (no forward arguments): each DSI mixer at
+    ``backbone.stages[s].blocks[b].mixer`` appends a ``DSIMaps`` for (stage s, block b).
+    """
+    maps: list[DSIMaps] = []
+    where = {id(block.mixer): (s, b) for s, stage in enumerate(backbone.stages) for b, block in enumerate(stage.blocks)}
+    previous = getattr(_recording, "active", None)
+    _recording.active = (maps, where)
+    try:
+        yield maps
+    finally:
+        _recording.active = previous
+
+
+def record(mixer: nn.Module, pool_size: int, **parts: torch.Tensor) -> None:
+    """Called by a DSI mixer with its parts (NCHW); keeps them only while ``recording_dsi_maps`` is active."""
+    active = getattr(_recording, "active", None)
+    if active is None or id(mixer) not in active[1]:
+        return
+    stage, block = active[1][id(mixer)]
+    active[0].append(DSIMaps(stage=stage, block=block, pool_size=pool_size, **{k: v.detach() for k, v in parts.items()}))
+
+
+def is_recording() -> bool:
+    return getattr(_recording, "active", None) is not None
 
 
 class DetailConv(nn.Sequential):
@@ -116,7 +152,7 @@ class DetailSemanticsIntegrator(nn.Module):
         pooled = F.avg_pool2d(x, self.pool_size, ceil_mode=True, count_include_pad=False)
         return pooled, x - expand_cells(pooled, self.pool_size, x.shape[-2:])
 
-    def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled, detail = self.disentangle(x)
         detail_out = self.detail_conv(detail)
         salient_out = self.salient_conv(detail)
@@ -125,19 +161,16 @@ class DetailSemanticsIntegrator(nn.Module):
             semantic_out = F.interpolate(semantic_out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         mixed = torch.cat([detail_out, salient_out, semantic_out], dim=1)
         mixed = mixed + self.fuse(mixed)
-        if maps is not None:
+        if is_recording():
             semantic_in = pooled if self.pool_size == 1 else expand_cells(pooled, self.pool_size, x.shape[-2:])
-            maps.append(
-                DSIMaps(
-                    stage=where[0],
-                    block=where[1],
-                    pool_size=self.pool_size,
-                    semantic_input=semantic_in.detach(),
-                    detail_input=detail.detach(),
-                    detail_conv=detail_out.detach(),
-                    salient_conv=salient_out.detach(),
-                    semantics_attend=semantic_out.detach(),
-                )
+            record(
+                self,
+                self.pool_size,
+                semantic_input=semantic_in,
+                detail_input=detail,
+                detail_conv=detail_out,
+                salient_conv=salient_out,
+                semantics_attend=semantic_out,
             )
         return self.proj(mixed)
 

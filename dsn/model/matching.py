@@ -15,7 +15,6 @@ reference code does) would take part in the matching and move scores.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -120,11 +119,6 @@ def sinkhorn(
         row_gap = (plan.sum(2) - torch.where(mask_a, log_a.exp(), 0.0)).abs().sum(1)
         col_gap = (plan.sum(1) - torch.where(mask_b, log_b.exp(), 0.0)).abs().sum(1)
     return Transport(plan=plan, cost=cost, distance=distance, marginal_error=torch.maximum(row_gap, col_gap))
-
-
-def iterations_for(epsilon: float, cost_range: float = 2.0) -> int:
-    """A safe fixed iteration count: Sinkhorn converges more slowly as epsilon shrinks."""
-    return int(min(2000, max(50, math.ceil(8 * cost_range / epsilon))))
 
 
 def _ink_first(mask: torch.Tensor, keep: int) -> torch.Tensor:

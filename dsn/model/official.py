@@ -35,7 +35,7 @@ from timm.models import register_model
 from torch import nn
 
 from dsn.model.backbone import create_sized
-from dsn.model.dsi import DSIMaps, expand_cells, init_weights
+from dsn.model.dsi import expand_cells, init_weights, is_recording, record
 
 LAYER_NORM_EPS = 1e-6
 
@@ -144,8 +144,8 @@ class OfficialDSI(nn.Module):
         self.fuse = nn.Conv2d(mixed, mixed, 3, padding=1, groups=mixed, bias=False)
         self.proj = nn.Conv2d(mixed, dim, 1)
 
-    def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        """(B, H, W, C) -> (B, H, W, C); ``maps`` collects the parts the explorer shows (NCHW)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C); records the parts the explorer shows (NCHW) when asked to."""
         size = x.shape[1:3]
         if self.pool_size > 1:
             pooled = _pool(x, self.pool_size)  # (B, C, h, w)
@@ -164,7 +164,7 @@ class OfficialDSI(nn.Module):
             semantic_out = expand_cells(semantic_out.permute(0, 3, 1, 2), self.pool_size, size).permute(0, 2, 3, 1)
         mixed = torch.cat([detail_out, salient_out, semantic_out], dim=-1)
         mixed = mixed + spatial(mixed, self.fuse)
-        if maps is not None:
+        if is_recording():
             nchw = {
                 "detail_input": detail,
                 "detail_conv": detail_out,
@@ -174,8 +174,7 @@ class OfficialDSI(nn.Module):
                 if self.pool_size == 1
                 else expand_cells(semantic.permute(0, 3, 1, 2), self.pool_size, size).permute(0, 2, 3, 1),
             }
-            parts = {k: v.detach().permute(0, 3, 1, 2).contiguous() for k, v in nchw.items()}
-            maps.append(DSIMaps(stage=where[0], block=where[1], pool_size=self.pool_size, **parts))
+            record(self, self.pool_size, **{k: v.permute(0, 3, 1, 2).contiguous() for k, v in nchw.items()})
         return pointwise(mixed, self.proj)
 
 
@@ -192,8 +191,8 @@ class OfficialBlock(nn.Module):
         self.ls2 = LayerScale(dim, 1e-6) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, maps: list[DSIMaps] | None = None, where: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x), maps, where)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x))))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -204,15 +203,15 @@ class OfficialStage(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dim))
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, stage: int, maps: list[DSIMaps] | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         h, w = x.shape[1:3]
         pos = self.pos_embed
         if pos.shape[1:3] != (h, w):  # other input sizes: resize the learned grid, as the official code does
             pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(h, w), mode="bilinear").permute(0, 2, 3, 1)
         x = x + pos
-        for i, block in enumerate(self.blocks):
-            x = block(x, maps, (stage, i))
+        for block in self.blocks:
+            x = block(x)
         return x
 
 
@@ -256,13 +255,13 @@ class OfficialDSNet(nn.Module):
         for stage in self.stages:
             trunc_normal_(stage.pos_embed, std=0.02)
 
-    def forward_tokens(self, x: torch.Tensor, maps: list[DSIMaps] | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """(pre-norm tokens (B, N, C), normed tokens (B, N, C), grid); ``maps`` collects every DSI's parts."""
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """(pre-norm tokens (B, N, C), normed tokens (B, N, C), grid); ``dsi.recording_dsi_maps`` collects DSI parts."""
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = x.permute(0, 3, 1, 2)
-            x = stage(x, i, maps)
+            x = stage(x)
         grid = (x.shape[1], x.shape[2])
         tokens = self.final_map(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
         return tokens, self.norm(tokens), grid
@@ -272,9 +271,9 @@ class OfficialDSNet(nn.Module):
         """The module whose (B, C, h, w) output Grad-CAM attributes to."""
         return self.final_map
 
-    def forward_features(self, x: torch.Tensor, maps: list[DSIMaps] | None = None) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final normed feature map (B, C, H/32, W/32), as timm models return it."""
-        _, normed, (h, w) = self.forward_tokens(x, maps)
+        _, normed, (h, w) = self.forward_tokens(x)
         return normed.transpose(1, 2).reshape(normed.shape[0], -1, h, w)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:

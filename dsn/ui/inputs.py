@@ -101,3 +101,8 @@ def chosen_image(name: str, upload: str | None, drawing: dict | None, mode: str)
     if upload is None:
         raise PreprocessError(f"No {name} signature yet: upload, paste or photograph one (or draw it on the Draw tab).")
     return upload
+
+
+def dataset_threshold_slider(default: float, step: float, label: str, elem_id: str) -> gr.Slider:
+    """A threshold slider over the distances a dataset or reference set can have (at least 0-2)."""
+    return gr.Slider(0.0, round(max(2.0, 3.0 * default), 2), value=default, step=step, label=label, elem_id=elem_id)

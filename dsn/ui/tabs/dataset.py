@@ -37,6 +37,7 @@ from dsn.inspect.explorer import (
 from dsn.inspect.figures import png_source
 from dsn.ui.compute import user_errors
 from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext, TabBuilder
+from dsn.ui.inputs import dataset_threshold_slider
 
 TAB_ID = "dataset"
 THUMB_HEIGHT = 40
@@ -182,13 +183,11 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
         writer_limit = gr.Number(0, precision=0, minimum=0, label="Writer limit (0 = all)", elem_id="dataset-writer-limit")
         run = gr.Button("Evaluate", variant="primary", elem_id="dataset-evaluate")
     status = gr.Markdown(elem_id="dataset-status")
-    threshold = gr.Slider(
-        0.0,
-        round(max(2.0, 3.0 * default_threshold), 2),
-        value=default_threshold,
-        step=0.001,
-        label="Decision threshold (accept when distance ≤ threshold); moving it does not rerun the model",
-        elem_id="dataset-threshold",
+    threshold = dataset_threshold_slider(
+        default_threshold,
+        0.001,
+        "Decision threshold (accept when distance ≤ threshold); moving it does not rerun the model",
+        "dataset-threshold",
     )
     metrics = gr.HTML(elem_id="dataset-metrics")
     with gr.Row():

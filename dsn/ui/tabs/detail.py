@@ -80,5 +80,3 @@ def on_new_pair(analysis: PairAnalysis, stage: int, block: int) -> tuple:
     choices = block_choices(analysis, stage)
     block = int(block) if any(value == int(block) for _, value in choices) else 0
     return (gr.Dropdown(choices=choices, value=block), *render(analysis, stage, block))
-
-

@@ -19,6 +19,7 @@ from dsn.inspect.reference_set import MAX_REFERENCES, ReferenceSetResult, verify
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import require_file, user_errors
 from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext
+from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.runtime import gpu
 
 TAB_ID = "references"
@@ -101,13 +102,8 @@ def build_reference_tab(context: AppContext) -> None:
                 query = gr.Image(
                     type="filepath", sources=["upload", "clipboard"], label="Query signature", height=210, elem_id="refset-query"
                 )
-                threshold = gr.Slider(
-                    0.0,
-                    round(max(2.0, 3.0 * default_threshold), 2),
-                    value=default_threshold,
-                    step=0.005,
-                    label="Decision threshold (accept when distance ≤ threshold)",
-                    elem_id="refset-threshold",
+                threshold = dataset_threshold_slider(
+                    default_threshold, 0.005, "Decision threshold (accept when distance ≤ threshold)", "refset-threshold"
                 )
                 compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
             with gr.Column(scale=3, min_width=520):
