@@ -62,7 +62,7 @@ def test_model_card_has_front_matter_sections_and_measured_numbers(checkpoint: P
     assert "| EER | 8.10% | 12.34% |" in text
     assert "python -m dsn train --data ../shared/datasets/cedar --out runs/cedar-tiny --size dsnet_tiny" in text
     assert "--epochs 3" in text
-    assert 'DetailSemNet.load("hf://someone/dsnet-tiny")' in text
+    assert 'dsn.load("hf://someone/dsnet-tiny")' in text
     assert "University at Buffalo" in text and "No images are redistributed" in text
 
 
@@ -125,6 +125,29 @@ def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_p
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"metrics": cross}))  # no "data": which dataset was it?
     assert main([*args, "--cross-eval-json", str(bad)]) == 2
+
+
+def test_card_shows_multi_reference_eers_of_every_tested_dataset(saved_model: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(saved_model, tmp_path / "ckpt"))
+    (folder / "metrics.json").write_text(json.dumps({"val": VAL}))
+
+    def rows(single: float, five_mean: float) -> list[dict]:
+        return [
+            {"references": 1, "rule": "single", "eer": single},
+            {"references": 5, "rule": "mean", "eer": five_mean},
+            {"references": 5, "rule": "min", "eer": five_mean + 0.01},
+        ]
+
+    eval_json, cross_json, config_json = tmp_path / "eval.json", tmp_path / "cross.json", tmp_path / "train_config.json"
+    eval_json.write_text(json.dumps({"metrics": TEST, "data": "../d/cedar", "multi_reference": rows(0.1, 0.04)}))
+    cross_json.write_text(json.dumps({"metrics": TEST, "data": "../d/bhsig-hindi", "multi_reference": rows(0.2, 0.09)}))
+    config_json.write_text(json.dumps(TRAIN_CONFIG))
+    args = ["card", "--weights", str(folder), "--eval-json", str(eval_json), "--train-config", str(config_json)]
+    assert main([*args, "--cross-eval-json", str(cross_json)]) == 0
+    text = (folder / "README.md").read_text()
+    assert "| test writers of | 1 ref. | 5 refs, mean | 5 refs, min |" in text
+    assert "| CEDAR | 10.00% | 4.00% | 5.00% |" in text and "| BHSig-Hindi | 20.00% | 9.00% | 10.00% |" in text
+    assert json.loads((folder / "metrics.json").read_text())["cross_dataset"]["bhsig-hindi"]["multi_reference"] == rows(0.2, 0.09)
 
 
 # --------------------------------------------------------------------- dry run
