@@ -96,6 +96,9 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"Margin:     {result['margin']:+.4f} (threshold - distance; positive = accepted)")
     print(f"Time:       {result['seconds']:.2f} s")
     print(f"Weights:    {result['weights']}{'  <- UNTRAINED, verdict meaningless' if untrained else ''}")
+    for side, texts in result["input_warnings"].items():
+        for text in texts:
+            print(f"Warning:    the {side} may not be a handwritten signature: {text}")
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed, preprocess
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
@@ -201,7 +202,9 @@ class PairAnalysis:
 
     def summary(self) -> dict:
         """The verification schema: every caller (CLI, JSON API, app) reports these keys."""
-        return verification_record(self.verification, 0, self.threshold, self.threshold_source, self.untrained, self.seconds)
+        record = verification_record(self.verification, 0, self.threshold, self.threshold_source, self.untrained, self.seconds)
+        record["input_warnings"] = {side: handwriting_warnings(self.preprocessed(side).image) for side in SIDES}
+        return record
 
 
 def verification_record(v: Verification, index: int, threshold: float, threshold_source: str, untrained: bool, seconds: float) -> dict:

@@ -53,10 +53,12 @@ def assert_same(a, b) -> None:
 def test_second_run_hits_and_matches_direct_embedding(model, dataset, tmp_path):
     direct = embed_cache(model, ImageCache(dataset, size=64, progress=False), progress=False)
     cache = EmbeddingCache(tmp_path / "cache")
-    seen: list[tuple[int, int]] = []
-    first = cache.embed(model, dataset, progress=lambda done, total: seen.append((done, total)))
+    seen: list[tuple[int, int, str]] = []
+    first = cache.embed(model, dataset, progress=lambda done, total, stage: seen.append((done, total, stage)))
     assert (cache.last.hits, cache.last.misses) == (0, len(dataset))
-    assert seen[-1] == (len(dataset), len(dataset))
+    n = len(dataset)
+    assert seen[:2] == [(0, n, "preprocessing"), (1, n, "preprocessing")], "progress moves from the first image preprocessed"
+    assert (n, n, "preprocessing") in seen and seen[-1] == (n, n, "embedding")
     assert_same(first, direct)
 
     second = cache.embed(model, dataset)

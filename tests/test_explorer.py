@@ -225,4 +225,30 @@ def test_export_writes_csv_json_and_html(mini_cedar, saved_model, tmp_path):
         assert sum(1 for _ in csv.DictReader(handle)) == len(protocol_pairs(exploration.result.images))
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["threshold"] == 0.5 and metrics["dataset"] == "mini" and metrics["embedding_cache"]["misses"] == 14
+    # a threshold picked in the explorer is never reported as the checkpoint's validation-chosen one
+    assert metrics["metrics"]["threshold_source"] == "given" and "chosen by the user" in metrics["metrics"]["threshold_note"]
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "decision threshold 0.5000: a threshold chosen by the user" in page
+    checkpoint = exploration.at_threshold(float(model.config.threshold)).result.metrics
+    assert checkpoint["threshold_source"] == "checkpoint" and "chosen on validation writers" in checkpoint["threshold_note"]
+    # file names relative to the data root: no server path in any export
+    with (tmp_path / "report" / "pairs.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    assert first["reference"].startswith("mini/0") and first["query"].startswith("mini/0")
+    server_path = str(mini_cedar.resolve())
+    for name in ("pairs.csv", "metrics.json", "report.html"):
+        assert server_path not in (tmp_path / "report" / name).read_text(encoding="utf-8"), name
     assert (tmp_path / "report" / "figures-html" / "plotly.min.js").is_file()
+
+
+def test_the_default_dataset_is_the_smallest(tmp_path: Path) -> None:
+    from dsn.inspect.explorer import smallest_dataset
+
+    for name, files in (("big", 5), ("small", 2), ("also-small", 2)):
+        folder = tmp_path / name / "001" / "genuine"
+        folder.mkdir(parents=True)
+        for i in range(files):
+            (folder / f"{i:02d}.png").write_bytes(b"")
+    datasets = {name: tmp_path / name for name in ("big", "small", "also-small")}
+    assert smallest_dataset(datasets) == "also-small"  # fewest files; ties by name
+    assert smallest_dataset({}) is None

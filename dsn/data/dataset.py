@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import combinations, product
@@ -294,7 +294,15 @@ class ImageCache:
     """Preprocessed images held in memory as uint8 so that training/evaluation
     preprocess each file once (224x224 uint8 = 49 KB an image)."""
 
-    def __init__(self, images: Sequence[SignatureImage], size: int = 224, progress: bool = True, mode: str = "letterbox"):
+    def __init__(
+        self,
+        images: Sequence[SignatureImage],
+        size: int = 224,
+        progress: bool = True,
+        mode: str = "letterbox",
+        on_image: Callable[[int, int], None] | None = None,
+    ):
+        """``on_image(done, total)`` is called as images finish (for UI progress bars)."""
         self.images = list(images)
         self.size = size
         self.mode = mode
@@ -309,10 +317,14 @@ class ImageCache:
         # Decoding and OpenCV release the GIL: one thread per core preprocesses that many images at once
         # (1,200 BHSig-Hindi test images on 2 cores: 206 -> 300 images/s).
         with ThreadPoolExecutor(max_workers=preprocess_workers()) as pool:
-            for _ in tqdm(
-                pool.map(load, range(len(self.images))), total=len(self.images), desc="preprocessing", unit="img", disable=not progress
+            for done, _ in enumerate(
+                tqdm(
+                    pool.map(load, range(len(self.images))), total=len(self.images), desc="preprocessing", unit="img", disable=not progress
+                ),
+                start=1,
             ):
-                pass
+                if on_image is not None:
+                    on_image(done, len(self.images))
 
     def __len__(self) -> int:
         return len(self.images)

@@ -55,7 +55,7 @@ FORMAT_VERSION = "1"
 _PIPELINE_MODULES = (preprocess_module, backbone, official, dsi, ink, config, detailsemnet)
 _TENSOR_NAMES = ("global_feature", "tokens", "ink_mask")
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, str], None]  # (images done, total, stage: preprocessing / embedding)
 
 
 def default_cache_dir() -> Path:
@@ -220,7 +220,8 @@ class EmbeddingCache:
     def embed(self, model: DetailSemNet, images: Sequence[SignatureImage], progress: Progress | None = None) -> Embedding:
         """Embeddings of ``images``: rows found on disk are reused, the rest computed and stored.
 
-        ``progress(done, total)`` counts images, so a UI bar moves for hits too.
+        ``progress(done, total, stage)`` counts images through preprocessing, then embedding (hits
+        count as done in both), so a UI bar moves from the first image on.
         Embeddings come back on the CPU.
         """
         start = time.perf_counter()
@@ -242,7 +243,7 @@ class EmbeddingCache:
         stats.hits = len(images) - sum(1 for key in keys if key not in index)
         stats.misses = len(images) - stats.hits
         if progress is not None:
-            progress(stats.hits, len(images))
+            progress(stats.hits, len(images), "preprocessing")
         if missing:
             fresh = self._compute(model, [images[p] for p in missing], stats.hits, len(images), progress)
             shard = self._merge(path, [keys[p] for p in missing], fresh, model, stats)
@@ -275,8 +276,9 @@ class EmbeddingCache:
             return None
 
     def _compute(self, model: DetailSemNet, images: list[SignatureImage], done: int, total: int, progress: Progress | None) -> Embedding:
-        pixels = ImageCache(images, size=model.config.img_size, progress=False, mode=model.config.preprocessing)
-        on_batch = (lambda n, _: progress(done + n, total)) if progress is not None else None
+        on_image = (lambda n, _: progress(done + n, total, "preprocessing")) if progress is not None else None
+        pixels = ImageCache(images, size=model.config.img_size, progress=False, mode=model.config.preprocessing, on_image=on_image)
+        on_batch = (lambda n, _: progress(done + n, total, "embedding")) if progress is not None else None
         embedding = embed_cache(model, pixels, batch_size=self.batch_size, progress=False, on_batch=on_batch)
         return Embedding(embedding.global_feature.float().cpu(), embedding.tokens.float().cpu(), embedding.ink_mask.cpu(), embedding.grid)
 

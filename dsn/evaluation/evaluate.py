@@ -24,7 +24,10 @@ from dsn.model.detailsemnet import DetailSemNet, Embedding
 from dsn.model.weights import WeightsError, default_weights
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
-THRESHOLD_NOTE = "the checkpoint's own threshold, chosen on validation writers"
+THRESHOLD_NOTES = {
+    "checkpoint": "the checkpoint's own threshold, chosen on validation writers",
+    "given": "a threshold chosen by the user, not the checkpoint's validation-chosen one",
+}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class EvaluationResult:
     weights: str = ""
     backbone: str = ""
     info: dict = field(default_factory=dict)  # free-form provenance: data folder, split, command
+    path_root: Path | None = None  # rows show image paths relative to this folder (the app's data root)
 
     @property
     def accepted(self) -> np.ndarray:
@@ -50,6 +54,15 @@ class EvaluationResult:
     def correct(self) -> np.ndarray:
         return self.accepted == self.scores.genuine
 
+    def shown_path(self, path: str | Path) -> str:
+        """A path as reports show it: relative to ``path_root`` when set (no server paths leak), else as given."""
+        if self.path_root is not None:
+            try:
+                return Path(path).resolve().relative_to(self.path_root).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
     def to_rows(self) -> list[dict]:
         """One dict per pair, for CSV files and tables."""
         accepted, correct = self.accepted, self.correct
@@ -58,8 +71,8 @@ class EvaluationResult:
             reference, query = self.images[pair.a], self.images[pair.b]
             rows.append(
                 {
-                    "reference": str(reference.path),
-                    "query": str(query.path),
+                    "reference": self.shown_path(reference.path),
+                    "query": self.shown_path(query.path),
                     "writer": reference.writer,
                     "label": int(pair.genuine),
                     "distance": float(self.scores.distance[k]),
@@ -86,8 +99,11 @@ class EvaluationResult:
         }
 
 
-def pair_metrics(scores: PairScores, threshold: float) -> dict:
-    """Metrics of scored pairs; EER-type numbers only when both kinds of pair are present."""
+def pair_metrics(scores: PairScores, threshold: float, threshold_source: str = "checkpoint") -> dict:
+    """Metrics of scored pairs; EER-type numbers only when both kinds of pair are present.
+
+    ``threshold_source`` ("checkpoint" or "given") says where the threshold came from, so that
+    no report calls a threshold the user picked "chosen on validation writers"."""
     labels = scores.genuine
     metrics: dict = {}
     if labels.any() and not labels.all():
@@ -105,7 +121,8 @@ def pair_metrics(scores: PairScores, threshold: float) -> dict:
                 "note": "EER, AUC and FAR/FRR need both genuine and forged pairs",
             }
         )
-    metrics["threshold_note"] = THRESHOLD_NOTE
+    metrics["threshold_source"] = threshold_source
+    metrics["threshold_note"] = THRESHOLD_NOTES[threshold_source]
     metrics["max_marginal_error"] = float(scores.marginal_error.max()) if scores.marginal_error.size else 0.0
     return metrics
 
@@ -138,6 +155,7 @@ def evaluate(
     pairs = protocol_pairs(images) if pairs is None else list(pairs)
     if not pairs:
         raise ValueError("no pairs to evaluate")
+    source = "checkpoint" if threshold is None or float(threshold) == float(model.config.threshold) else "given"
     threshold = float(model.config.threshold if threshold is None else threshold)
     started, cpu_started = time.perf_counter(), time.process_time()
     if embedding is not None:
@@ -164,7 +182,7 @@ def evaluate(
     scores = _concat_scores(parts)
     scored = time.perf_counter()
 
-    metrics = pair_metrics(scores, threshold)
+    metrics = pair_metrics(scores, threshold, source)
     finished = time.perf_counter()
     timings = {
         "preprocessing_s": preprocessed - started,
@@ -183,6 +201,7 @@ def evaluate(
         timings=timings,
         weights=source_label(model),
         backbone=model.config.backbone,
+        info={"checkpoint_threshold": float(model.config.threshold)},
     )
 
 
@@ -261,7 +280,7 @@ def format_summary(result: EvaluationResult) -> str:
         lines += [
             f"EER:                      {_percent(m['eer'])}  (at distance threshold {m['eer_threshold']:.4f})",
             f"ROC AUC:                  {m['auc']:.4f}",
-            f"at the checkpoint's validation-chosen threshold {m['threshold']:.4f}:",
+            f"at threshold {m['threshold']:.4f} ({m.get('threshold_note', THRESHOLD_NOTES['checkpoint'])}):",
             f"  accuracy {_percent(m['accuracy'])}   FAR {_percent(m['far'])}   FRR {_percent(m['frr'])}",
             f"best accuracy over thresholds: {_percent(m['best_accuracy'])} at {m['best_accuracy_threshold']:.4f}"
             " -- threshold chosen on the test set itself (how papers report it; optimistic)",

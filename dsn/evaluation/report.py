@@ -170,10 +170,11 @@ METRIC_LABELS = (
     ("eer", "EER", "%"),
     ("eer_threshold", "threshold at EER", ""),
     ("auc", "ROC AUC", ""),
-    ("threshold", "checkpoint threshold (chosen on validation writers)", ""),
-    ("accuracy", "accuracy at checkpoint threshold", "%"),
-    ("far", "FAR at checkpoint threshold", "%"),
-    ("frr", "FRR at checkpoint threshold", "%"),
+    ("threshold", "decision threshold", ""),
+    ("threshold_note", "where the threshold comes from", ""),
+    ("accuracy", "accuracy at the decision threshold", "%"),
+    ("far", "FAR at the decision threshold", "%"),
+    ("frr", "FRR at the decision threshold", "%"),
     ("best_accuracy", "best accuracy: threshold chosen on this set itself (how papers report it)", "%"),
     ("best_accuracy_threshold", "threshold of best accuracy", ""),
     ("eer_global_only", "EER of the global distance alone", "%"),
@@ -250,7 +251,7 @@ table.metrics {{ border-collapse: collapse; }} table.metrics th, table.metrics t
 <h1>{html.escape(title)}</h1>
 <ul>{facts}</ul>
 <p class="note">Generated {generated}; wall time: {html.escape(timing)}. A pair is accepted as genuine iff its distance &le; the threshold.
-Accuracy, FAR and FRR use the checkpoint's threshold, chosen on validation writers; "best accuracy" picks its threshold on these very pairs and is optimistic.</p>
+Accuracy, FAR and FRR use the decision threshold {result.threshold:.4f}: {html.escape(result.metrics.get("threshold_note", ""))}; "best accuracy" picks its threshold on these very pairs and is optimistic.</p>
 <h2>Metrics</h2>
 {metrics_table_html(result.metrics)}
 <h2>Curves</h2>

@@ -15,6 +15,7 @@ per-pair scores so a new threshold re-decides without touching the model.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -171,7 +172,9 @@ class Exploration:
 
     def at_threshold(self, threshold: float) -> Exploration:
         """The same distances decided at another threshold: metrics only, no model run."""
-        result = dataclasses.replace(self.result, threshold=float(threshold), metrics=pair_metrics(self.result.scores, float(threshold)))
+        threshold = float(threshold)
+        source = "checkpoint" if threshold == self.result.info.get("checkpoint_threshold") else "given"
+        result = dataclasses.replace(self.result, threshold=threshold, metrics=pair_metrics(self.result.scores, threshold, source))
         return dataclasses.replace(self, result=result)
 
     def provenance(self) -> dict:
@@ -228,7 +231,12 @@ def explore(
     report = progress or (lambda fraction, text: None)
     report(0.0, f"hashing and embedding {len(images)} images")
     cache = EmbeddingCache(cache_dir)
-    embedding = cache.embed(model, images, progress=lambda done, total: report(0.9 * done / total, f"embedding {done}/{total} images"))
+
+    def on_images(done: int, total: int, stage: str) -> None:
+        base = 0.0 if stage == "preprocessing" else 0.45
+        report(base + 0.45 * done / total, f"{stage} {done}/{total} images")
+
+    embedding = cache.embed(model, images, progress=on_images)
 
     def on_progress(stage: str, done: int, total: int) -> None:
         if stage == "pairs":
@@ -236,7 +244,9 @@ def explore(
 
     result = evaluate(model, images, threshold=threshold, progress=False, on_progress=on_progress, embedding=embedding)
     name = str(dataset) if str(dataset) in find_datasets(roots) else path.name
-    result.info.update(data=str(path), split=split, writers=writers, untrained=is_untrained(model))
+    # reports name the dataset and files relative to the allowed root: server paths stay on the server
+    result.path_root = next(root for root in roots if _inside(path, [root]))
+    result.info.update(data=name, split=split, writers=writers, untrained=is_untrained(model))
     result.timings["embedding_s"] = cache.last.seconds  # hashing, preprocessing and backbone (misses only)
     result.timings["total_s"] += cache.last.seconds
     report(1.0, "done")
@@ -277,6 +287,15 @@ def error_rows(result: EvaluationResult, limit: int = 20) -> list[dict]:
                 }
             )
     return rows
+
+
+def smallest_dataset(datasets: dict[str, Path]) -> str | None:
+    """The dataset with the fewest image files: the quickest first evaluation, so the tab's default."""
+
+    def files(folder: Path) -> int:
+        return sum(len(os.listdir(kind)) for writer in folder.iterdir() if writer.is_dir() for kind in writer.iterdir() if kind.is_dir())
+
+    return min(datasets, key=lambda name: (files(datasets[name]), name)) if datasets else None
 
 
 def _short(image: SignatureImage) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed
 from dsn.inference import PairAnalysis, compare, embed_many, is_untrained
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
@@ -92,6 +93,10 @@ class ReferenceSetResult:
             "accepted_by_min": self.accepted("min"),
             "untrained": self.untrained,
             "references": self.rows(),
+            "input_warnings": {
+                "query": handwriting_warnings(self.query.image),
+                "references": {name: handwriting_warnings(r.image) for name, r in zip(self.names, self.references, strict=True)},
+            },
         }
 
     def pair(self, index: int) -> PairAnalysis:

@@ -32,6 +32,7 @@ from dsn.inspect.explorer import (
     figures,
     find_datasets,
     pair_paths,
+    smallest_dataset,
     writer_rows,
 )
 from dsn.inspect.figures import png_source
@@ -169,16 +170,18 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
     if not roots:
         gr.Markdown(NO_ROOTS, elem_id="dataset-no-roots")
         return
-    datasets = list(find_datasets(roots))
+    found = find_datasets(roots)
+    datasets = list(found)
     model, default_threshold = context.model, float(context.model.config.threshold)
     gr.Markdown(
         "Evaluate the standard protocol (every genuine-genuine pair and every genuine-forged pair of each writer) on a "
-        f"dataset under {', '.join(f'`{r}`' for r in roots)}. Embeddings are cached on disk, so a second run is quick.",
+        f"dataset under the data root{'s' if len(roots) > 1 else ''} {', '.join(f'`{r.name}`' for r in roots)}. "
+        "Embeddings are cached on disk, so a second run is quick.",
         elem_classes="dsn-note",
     )
     state = gr.State(None, time_to_live=STATE_SECONDS)
     with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Dataset", elem_id="dataset-choice")
+        dataset = gr.Dropdown(datasets, value=smallest_dataset(found), label="Dataset", elem_id="dataset-choice")
         split = gr.Radio(list(SPLITS), value="test", label="Split (writer-independent)", elem_id="dataset-split")
         writer_limit = gr.Number(0, precision=0, minimum=0, label="Writer limit (0 = all)", elem_id="dataset-writer-limit")
         run = gr.Button("Evaluate", variant="primary", elem_id="dataset-evaluate")
@@ -270,6 +273,7 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
         [dataset, split, writer_limit, threshold, error_limit],
         [state, status, threshold, det, *views],
         api_visibility="private",
+        show_progress_on=[status],  # one progress display, not an overlay on every output
         **MODEL_JOB,
     )
     threshold.input(rethreshold, [state, threshold, error_limit], [state, *views], api_visibility="private", trigger_mode="always_last")

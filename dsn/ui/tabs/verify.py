@@ -6,6 +6,7 @@ not depend on the threshold, so the model never runs again for it.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -74,8 +75,18 @@ def verdict_html(summary: dict) -> str:
         f"{summary['ink_tokens_reference']} / {summary['ink_tokens_query']} ink patches · {summary['seconds']:.2f} s"
     )
     warning = " <span style='color:#c0392b;font-weight:700'>(untrained weights: meaningless)</span>" if summary["untrained"] else ""
+    doubts = [f"{side}: {text}" for side, texts in summary.get("input_warnings", {}).items() for text in texts]
+    doubt = (
+        "<div class='dsn-input-warning' id='input-warning'>⚠ This may not be a handwritten signature, so the verdict may mean "
+        f"nothing. {html.escape('; '.join(doubts))}.</div>"
+        if doubts
+        else ""
+    )
     css = "dsn-genuine" if genuine else "dsn-forged"
-    return f"<div class='dsn-verdict {css}' id='verdict-banner'><span class='word'>{word}</span><span class='facts'>{facts}{warning}</span></div>"
+    return (
+        f"<div class='dsn-verdict {css}' id='verdict-banner'><span class='word'>{word}</span>"
+        f"<span class='facts'>{facts}{warning}</span>{doubt}</div>"
+    )
 
 
 def verdict_outputs(analysis: PairAnalysis) -> tuple:

@@ -1,0 +1,68 @@
+"""The handwriting check warns about inputs that are no signature, and not about real signatures."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsn.cli import main
+from dsn.data.handwriting import handwriting_warnings
+from dsn.data.preprocess import preprocess
+from dsn.data.synth import SyntheticWriter
+from dsn.inference import analyze_pair
+from dsn.model.detailsemnet import DetailSemNet
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def noise() -> np.ndarray:
+    return (np.random.default_rng(0).random((300, 600, 3)) * 255).astype(np.uint8)
+
+
+def photo_like_gradient() -> np.ndarray:
+    """Light falling off across the frame, with sensor noise: what a photo without a signature gives."""
+    rng = np.random.default_rng(1)
+    light = np.tile(np.linspace(40, 255, 600)[None, :, None], (300, 1, 3))
+    return np.clip(light + rng.normal(0, 25, light.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dataset", ["cedar", "bhsig-bengali", "bhsig-hindi"])
+def test_real_signatures_pass(dataset: str) -> None:
+    if not (DATASETS / dataset).is_dir():
+        pytest.skip(f"real datasets not found at {DATASETS}")
+    files = sorted((DATASETS / dataset).glob("*/*/*.png"))
+    for path in random.Random(7).sample(files, 40):
+        assert handwriting_warnings(preprocess(path).image) == [], path
+
+
+def test_synthetic_examples_pass() -> None:
+    person = SyntheticWriter(11)
+    for image in (person.genuine(0), person.genuine(1), person.forgery(0)):
+        assert handwriting_warnings(preprocess(image).image) == []
+
+
+@pytest.mark.parametrize(("make", "expected"), [(noise, "ink covers"), (photo_like_gradient, "separate pieces")])
+def test_noise_and_a_photo_like_gradient_warn(make, expected: str) -> None:
+    warnings = handwriting_warnings(preprocess(make()).image)
+    assert any(expected in w for w in warnings), warnings
+
+
+def test_the_verdict_carries_the_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+
+    model = DetailSemNet().eval()
+    signature = SyntheticWriter(3).genuine(0)
+    summary = analyze_pair(model, signature, noise(), with_maps=False).summary()
+    assert summary["input_warnings"]["reference"] == [] and summary["input_warnings"]["query"], "warned, not refused"
+    ref, query = tmp_path / "ref.png", tmp_path / "noise.png"
+    cv2.imwrite(str(ref), signature[..., ::-1])
+    cv2.imwrite(str(query), noise())
+    weights = model.save(tmp_path / "w")
+    assert main(["verify", str(ref), str(query), "--weights", str(weights)]) == 0
+    assert "Warning:    the query may not be a handwritten signature" in capsys.readouterr().out
+    assert main(["verify", str(ref), str(query), "--weights", str(weights), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_warnings"]["query"]
