@@ -252,3 +252,28 @@ def test_the_default_dataset_is_the_smallest(tmp_path: Path) -> None:
     datasets = {name: tmp_path / name for name in ("big", "small", "also-small")}
     assert smallest_dataset(datasets) == "also-small"  # fewest files; ties by name
     assert smallest_dataset({}) is None
+
+
+@needs_datasets
+def test_an_opened_error_pair_carries_ground_truth_names_and_the_explorers_threshold(mini_cedar, saved_model, tmp_path):
+    from dsn.ui.tabs.dataset import opened_pair
+
+    model, _ = saved_model
+    exploration = explore(model, "mini", [mini_cedar], split="test", cache_dir=tmp_path / "cache").at_threshold(0.37)
+    accept = next(r for r in error_rows(exploration.result, limit=3) if r["kind"] == "false accept")
+    reference, query, context = opened_pair(exploration, accept["pair"])
+    assert Path(reference).is_file() and Path(query).is_file()
+    assert context.label == f"known forgery (of writer {accept['writer']})" and context.threshold == 0.37
+    assert context.reference_name == accept["reference"] and context.query_name == accept["query"]
+    html = context.html()
+    assert "known forgery" in html and accept["query"] in html and "threshold 0.370" in html and "mini test" in html
+    assert str(mini_cedar.resolve()) not in html
+
+
+def test_examples_say_their_ground_truth_before_the_verdict() -> None:
+    from dsn.ui.app import example_context
+
+    forged = example_context("/x/writer1_reference.png", "/x/writer1_forged.png")
+    assert "forgery" in forged and "the model is wrong here" in forged and "writer1_forged.png" in forged
+    assert "genuine pair" in example_context("/x/writer1_reference.png", "/x/writer1_genuine.png")
+    assert example_context(None, "/x/writer1_genuine.png") == ""

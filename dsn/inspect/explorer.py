@@ -279,8 +279,8 @@ def error_rows(result: EvaluationResult, limit: int = 20) -> list[dict]:
                     "kind": kind,
                     "rank": rank,
                     "writer": reference.writer,
-                    "reference": _short(reference),
-                    "query": _short(query),
+                    "reference": result.shown_path(reference.path),
+                    "query": result.shown_path(query.path),
                     "distance": float(d[k]),
                     "margin": float(result.threshold - d[k]),  # as everywhere: > 0 means accepted
                     "error": error,
@@ -296,10 +296,6 @@ def smallest_dataset(datasets: dict[str, Path]) -> str | None:
         return sum(len(os.listdir(kind)) for writer in folder.iterdir() if writer.is_dir() for kind in writer.iterdir() if kind.is_dir())
 
     return min(datasets, key=lambda name: (files(datasets[name]), name)) if datasets else None
-
-
-def _short(image: SignatureImage) -> str:
-    return "/".join(Path(image.path).parts[-3:])
 
 
 def pair_paths(result: EvaluationResult, pair_index: int) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from dsn.hub.modelcard import dataset_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze, user_errors
-from dsn.ui.context import MODEL_JOB, PAIR_TAB, STATE_SECONDS, AppContext, PairViews, TabBuilder
+from dsn.ui.context import MODEL_JOB, PAIR_TAB, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
 from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input
 from dsn.ui.runtime import ModelInfo
 from dsn.ui.style import CLICK_JS, CSS, theme
@@ -83,6 +83,20 @@ def _header(info: ModelInfo) -> None:
             "checkpoint was found, so the network is randomly initialised: every view works, but shows noise, not evidence. "
             "Start with <code>--weights hf://OWNER/REPO</code> or a local checkpoint folder.</div>"
         )
+
+
+def example_context(reference_path: str | None, query_path: str | None) -> str:
+    """The ground truth of a shipped example, said before the verdict so a wrong verdict is visible as wrong."""
+    if not reference_path or not query_path:
+        return ""
+    forged = "_forged" in Path(query_path).name
+    label = (
+        "forgery (a skilled imitation by another hand); if the verdict says Genuine, the model is wrong here: "
+        "Patch correspondences shows what it matched"
+        if forged
+        else "genuine pair (the same writer)"
+    )
+    return PairContext(label, Path(reference_path).name, Path(query_path).name, source="Synthetic example").html()
 
 
 def example_pairs(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
@@ -148,6 +162,7 @@ def build_app(
                             else None
                         )
                     with gr.Column(scale=3, min_width=520):
+                        pair_context = gr.HTML("", elem_id="pair-context-area")
                         banner = gr.HTML(WAITING_HTML, elem_id="verdict-area")
                         with gr.Tabs(elem_id="view-tabs"):
                             with gr.Tab("Verdict", id="verdict"):
@@ -160,16 +175,25 @@ def build_app(
                                 attributions = build_attribution_tab()
         verify_on = _wire_pair(model, analysis, reference, query, banner, verdict, matches, detail, attributions)
         verify_on(verify_button.click, api_name="verify_ui")
+        verify_button.click(lambda: "", None, pair_context, queue=False, api_visibility="private")  # the user's own pair
         if examples is not None:
             ready = examples.load_input_event.then(
-                lambda: (UPLOAD, UPLOAD, gr.Tabs(selected=UPLOAD), gr.Tabs(selected=UPLOAD)),
-                None,
-                [reference.mode, query.mode, reference.tabs, query.tabs],
+                lambda reference_path, query_path: (
+                    example_context(reference_path, query_path),
+                    UPLOAD,
+                    UPLOAD,
+                    gr.Tabs(selected=UPLOAD),
+                    gr.Tabs(selected=UPLOAD),
+                ),
+                [reference.upload, query.upload],
+                [pair_context, reference.mode, query.mode, reference.tabs, query.tabs],
                 queue=False,
                 api_visibility="private",
             )
             verify_on(ready.then)
-        pair = PairViews(reference, query, analysis, main_tabs, lambda dependency: verify_on(dependency.then))
+        pair = PairViews(
+            reference, query, analysis, main_tabs, verdict.threshold, pair_context, lambda dependency: verify_on(dependency.then)
+        )
         context = AppContext(model, info, pair, [Path(r) for r in data_roots])
         with main_tabs:
             for add_tab in tabs:

@@ -7,6 +7,7 @@ that composes them, so ``dsn.ui.tabs`` sits below ``dsn.ui.app``.
 from __future__ import annotations
 
 import functools
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,29 @@ MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}  # one network r
 
 
 @dataclass
+class PairContext:
+    """What the tab that opens a pair knows about it: shown above the verdict, and its threshold used."""
+
+    label: str  # ground truth in words, e.g. "known forgery (writer 11)"
+    reference_name: str
+    query_name: str
+    threshold: float | None = None  # judge at this threshold (e.g. the explorer's), else the slider's
+    source: str = ""  # where the pair comes from, e.g. "Dataset explorer, CEDAR test, false accept"
+
+    def html(self) -> str:
+        threshold = (
+            f" · judged at the {self.source.split(',')[0] or 'caller'}'s threshold {self.threshold:.3f}"
+            if self.threshold is not None
+            else ""
+        )
+        return (
+            "<div class='dsn-pair-context' id='pair-context'>"
+            f"<b>{html.escape(self.source)}</b>{' · ' if self.source else ''}ground truth: <b>{html.escape(self.label)}</b> · "
+            f"reference <code>{html.escape(self.reference_name)}</code> · query <code>{html.escape(self.query_name)}</code>{threshold}</div>"
+        )
+
+
+@dataclass
 class PairViews:
     """The pair views, as other tabs see them.
 
@@ -36,21 +60,27 @@ class PairViews:
     query: SignatureInput
     analysis: gr.State  # the current PairAnalysis (None before the first verify)
     main_tabs: gr.Tabs
+    threshold: gr.Slider  # the pair views' decision threshold
+    context: gr.HTML  # what the opening tab knows about the pair (ground truth, names), above the verdict
     _then_verify: Callable  # (Dependency) -> Dependency: chains verification and every view after it
 
     def open_pair_on(self, trigger: Callable, fn: Callable, inputs: Sequence | None = None) -> Dependency:
         """Wire ``trigger`` (an event listener such as ``button.click`` or ``gallery.select``) to open a pair.
 
-        ``fn(*inputs)`` returns ``(reference_path, query_path)``; it may take a
-        ``gr.SelectData`` argument like any Gradio handler. Example::
+        ``fn(*inputs)`` returns ``(reference_path, query_path)`` or ``(reference_path, query_path, PairContext)``;
+        it may take a ``gr.SelectData`` argument like any Gradio handler. Example::
 
             pair.open_pair_on(open_button.click, lambda row: (row["a"], row["b"]), [table_state])
         """
 
         @functools.wraps(fn)
         def opened(*values: object) -> tuple:
-            reference, query = fn(*values)
+            reference, query, *known = fn(*values)
+            context = known[0] if known else None
+            threshold = gr.Slider() if context is None or context.threshold is None else gr.Slider(value=context.threshold)
             return (
+                context.html() if context else "",
+                threshold,
                 str(reference),
                 str(query),
                 UPLOAD,
@@ -61,6 +91,8 @@ class PairViews:
             )
 
         outputs = [
+            self.context,
+            self.threshold,
             self.reference.upload,
             self.query.upload,
             self.reference.mode,

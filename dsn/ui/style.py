@@ -23,6 +23,7 @@ CSS = """
 .dsn-verdict { border-radius: 10px; padding: 12px 16px; display: flex; gap: 24px; align-items: baseline; flex-wrap: wrap; }
 .dsn-verdict .word { font-size: 1.8em; font-weight: 700; letter-spacing: 0.02em; }
 .dsn-verdict .facts { color: #333; font-size: 1.0em; }
+.dsn-pair-context { background: #eef3fb; border: 1px solid #9db4d8; border-radius: 8px; padding: 6px 12px; margin-bottom: 6px; }
 .dsn-input-warning { flex-basis: 100%; color: #8a4b00; background: #fff4e5; border-radius: 6px; padding: 6px 10px; }
 .dsn-genuine { background: #e8f6ee; border: 1px solid #2e8b57; }
 .dsn-genuine .word { color: #1e6b41; }

@@ -37,7 +37,7 @@ from dsn.inspect.explorer import (
 )
 from dsn.inspect.figures import png_source
 from dsn.ui.compute import user_errors
-from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext, TabBuilder
+from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext, PairContext, TabBuilder
 from dsn.ui.inputs import dataset_threshold_slider
 
 TAB_ID = "dataset"
@@ -166,6 +166,23 @@ def servable_copy(path: Path) -> str:
     return str(target)
 
 
+def opened_pair(exploration: Exploration, pair_index: int) -> tuple[str, str, PairContext]:
+    """A pair of the error list as the pair views open it: servable copies, ground truth, names, the explorer's threshold."""
+    result = exploration.result
+    reference, query = pair_paths(result, pair_index)
+    pair = result.pairs[pair_index]
+    writer = result.images[pair.a].writer
+    label = f"genuine pair (writer {writer})" if pair.genuine else f"known forgery (of writer {writer})"
+    context = PairContext(
+        label,
+        result.shown_path(reference),
+        result.shown_path(query),
+        threshold=float(result.threshold),
+        source=f"Dataset explorer, {exploration.dataset} {exploration.split}",
+    )
+    return servable_copy(reference), servable_copy(query), context
+
+
 def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None) -> None:
     if not roots:
         gr.Markdown(NO_ROOTS, elem_id="dataset-no-roots")
@@ -255,11 +272,10 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
         judged = exploration.at_threshold(float(value))
         return (judged, *_views(judged, rows))
 
-    def open_selected(exploration: Exploration | None, event: gr.SelectData) -> tuple[str, str]:
+    def open_selected(exploration: Exploration | None, event: gr.SelectData) -> tuple[str, str, PairContext]:
         if exploration is None or not event.row_value:
             raise gr.Error("Run an evaluation first, then click a row of the error list.")
-        reference, query = pair_paths(exploration.result, int(event.row_value[0]))
-        return servable_copy(reference), servable_copy(query)
+        return opened_pair(exploration, int(event.row_value[0]))
 
     def prepare_files(exploration: Exploration | None, with_png: bool) -> tuple[list[str], str]:
         if exploration is None:
