@@ -24,7 +24,7 @@ from dsn.ui.compute import analyze, user_errors
 from dsn.ui.context import MODEL_JOB, PAIR_TAB, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
 from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input
 from dsn.ui.runtime import ModelInfo
-from dsn.ui.style import CLICK_JS, CSS, theme
+from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
 from dsn.ui.tabs import correspondence as correspondence_tab
 from dsn.ui.tabs import detail as detail_tab
 from dsn.ui.tabs.attribution import AttributionView, build_attribution_tab
@@ -142,7 +142,7 @@ def build_app(
         with gr.Tabs(selected=PAIR_TAB, elem_id="main-tabs") as main_tabs:
             with gr.Tab("Verify a pair", id=PAIR_TAB):
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=2, min_width=360):
+                    with gr.Column(scale=2, min_width=300):
                         gr.Markdown("**Reference**: a signature known to be genuine")
                         reference = signature_input("reference", "Drop, paste or photograph the known genuine signature")
                         gr.Markdown("**Query**: the signature to check")
@@ -161,7 +161,7 @@ def build_app(
                             if rows
                             else None
                         )
-                    with gr.Column(scale=3, min_width=520):
+                    with gr.Column(scale=3, min_width=300):
                         pair_context = gr.HTML("", elem_id="pair-context-area")
                         banner = gr.HTML(WAITING_HTML, elem_id="verdict-area")
                         with gr.Tabs(elem_id="view-tabs"):
@@ -254,6 +254,7 @@ def _wire_pair(
         step.success(
             attributions.on_new_pair, [analysis, attributions.method, attributions.steps], attributions.outputs, api_visibility="private"
         )
+        step.success(None, js=SHOW_VERDICT_JS, api_visibility="private")  # after an example or an opened pair: the verdict in view
         return step
 
     verdict.threshold.change(

@@ -14,8 +14,21 @@ import gradio as gr
 CORRESPONDENCE_PLOT_ID = "correspondence-plot"
 CLICK_BRIDGE_ID = "patch-click-bridge"
 
+# Scroll the verdict into view (only as far as needed) once a pair is verified: after clicking an example or
+# opening a pair from another tab, the eye is elsewhere, and on a phone the verdict is below the inputs.
+SHOW_VERDICT_JS = (
+    "() => { document.querySelector('#pair-context-area')?.scrollIntoView({block: 'nearest'}); "
+    "document.querySelector('#verdict-area')?.scrollIntoView({block: 'nearest'}); }"
+)
+
 CSS = """
 .gradio-container { max-width: 1500px !important; margin: auto; }
+@media (max-width: 600px) { .gradio-container { padding-left: 6px !important; padding-right: 6px !important; } }
+.js-plotly-plot, .plot-container { max-width: 100%; }
+/* phones: tab labels wrap onto a second line instead of widening the page; wide tables scroll inside */
+.tab-wrapper, .tab-container { flex-wrap: wrap !important; height: auto !important; max-width: 100%; }
+.tab-container button { flex: 0 1 auto; }
+.table-wrap, .table-container { max-width: 100%; overflow-x: auto; }
 #dsn-title h1 { margin-bottom: 0.1em; }
 #dsn-title p { margin-top: 0.2em; color: var(--body-text-color-subdued); }
 .dsn-untrained { background: #fdecea; border: 2px solid #c0392b; color: #8e1b10; border-radius: 8px;

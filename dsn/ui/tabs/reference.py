@@ -95,7 +95,7 @@ def build_reference_tab(context: AppContext) -> None:
         )
         state = gr.State(None, time_to_live=STATE_SECONDS)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=360):
+            with gr.Column(scale=2, min_width=300):
                 references = gr.File(
                     file_count="multiple", file_types=["image"], label="Genuine references (one writer)", elem_id="refset-references"
                 )
@@ -106,7 +106,7 @@ def build_reference_tab(context: AppContext) -> None:
                     default_threshold, 0.005, "Decision threshold (accept when distance ≤ threshold)", "refset-threshold"
                 )
                 compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
-            with gr.Column(scale=3, min_width=520):
+            with gr.Column(scale=3, min_width=300):
                 decision = gr.HTML(elem_id="refset-decision")
                 table = gr.Dataframe(
                     headers=TABLE_COLUMNS,

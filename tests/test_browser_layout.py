@@ -1,0 +1,76 @@
+"""The app at a laptop and a phone size (Debian Chromium): no sideways scrolling on any tab, the verdict in
+view after an example, and the example's ground truth said above it. Each test has its own page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from dsn.tools.screenshot import CHROMIUM, chromium, open_example, serve
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+pytestmark = pytest.mark.browser
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) is not installed")
+
+SIZES = {"laptop": (1366, 768), "phone": (390, 844)}
+MAIN_TABS = ["Verify a pair", "Dataset explorer", "Reference set"]
+VIEW_TABS = ["Verdict", "Patch correspondences", "Detail vs semantics", "Attributions"]
+
+
+@pytest.fixture(scope="module")
+def app_browser() -> Iterator[tuple[Browser, str]]:
+    with serve() as (_, url), chromium() as browser:
+        yield browser, url
+
+
+@pytest.fixture(params=list(SIZES), ids=list(SIZES))
+def page(request: pytest.FixtureRequest, app_browser: tuple[Browser, str]) -> Iterator[Page]:
+    browser, url = app_browser
+    width, height = SIZES[request.param]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector("#verify-button", timeout=120_000)
+    yield page
+    page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def overflow(page: Page) -> int:
+    """Pixels the page is wider than the window (0: no sideways scrolling)."""
+    return int(page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def select_tab(page: Page, container: str, name: str) -> None:
+    """Click a tab even when Gradio has folded it into the overflow menu (narrow screens)."""
+    page.evaluate(
+        "([c, n]) => [...document.querySelectorAll(`${c} button`)].find(b => b.innerText.trim() === n && b.closest('.tab-wrapper')).click()",
+        [container, name],
+    )
+    page.wait_for_timeout(600)
+
+
+def test_after_an_example_the_verdict_is_in_view_under_its_ground_truth(page: Page) -> None:
+    open_example(page, "writer 1: forgery")
+    page.wait_for_timeout(800)  # the scroll runs after the verdict arrives
+    top, height = page.evaluate("() => [document.querySelector('#verdict-banner').getBoundingClientRect().top, window.innerHeight]")
+    assert 0 <= top < height - 60, f"verdict at y={top:.0f} of a {height} px window"
+    context = page.locator("#pair-context").inner_text()
+    assert "forgery" in context and "writer1_forged.png" in context
+
+
+def test_no_tab_scrolls_sideways(page: Page) -> None:
+    open_example(page)
+    for view in VIEW_TABS:
+        select_tab(page, "#view-tabs", view)
+        assert overflow(page) <= 0, f"{view}: {overflow(page)} px too wide"
+    for tab in MAIN_TABS[1:]:
+        select_tab(page, "#main-tabs", tab)
+        assert overflow(page) <= 0, f"{tab}: {overflow(page)} px too wide"
