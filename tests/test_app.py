@@ -112,7 +112,10 @@ def test_bad_inputs_give_clear_errors_and_the_app_keeps_serving(client: Client, 
         (dict(pair, query=handle_file(str(blank))), "/verify", "No ink found"),
         (dict(pair, query=None), "/verify", "No query image"),
         (dict(pair, method="magic"), "/attribute", "method must be one of"),
-        (dict(pair, stage=7), "/dsi", "No DSI block"),
+        (dict(pair, stage=7), "/dsi", "stage must be a whole number from 0 to 3"),
+        (dict(pair, method="integrated_gradients", steps=20000), "/attribute", "steps must be a whole number from 1 to 256"),
+        (dict(pair, top_k=-3), "/correspondences", "top_k must be a whole number from 1"),
+        (dict(pair, reference_patch=10_000), "/correspondences", "reference_patch must be a whole number from -1"),
     ]
     for arguments, endpoint, message in cases:
         with pytest.raises(Exception, match=message):

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 # checkpoint folder -> (dataset its "test" metrics were measured on, pairs in that test protocol)
 SHIPPED = {
+    "dsnet-tiny-joint3": ("cedar", 4260),  # train writers of all three datasets; Bengali and Hindi test in cross_dataset
     "dsnet-tiny-joint": ("cedar", 4260),  # trained on CEDAR + Bengali train writers; Bengali test is in its cross_dataset entry
     "dsnet-tiny-cedar": ("cedar", 4260),
     "dsnet-tiny-bengali": ("bhsig-bengali", 35925),
@@ -65,11 +66,26 @@ def test_checkpoint_loads_and_is_publishable(folder: Path, dataset: Path, n_pair
     assert 0.0 <= claimed["test"]["eer"] < 0.5
 
 
-@pytest.mark.parametrize(("folder", "dataset", "n_pairs"), checkpoint_params())
-def test_verdicts_on_real_test_pairs_agree_with_claimed_rates(folder: Path, dataset: Path, n_pairs: int) -> None:
-    """On real test pairs (2 genuine + 2 forged of five test writers), the number of correct verdicts
-    must be plausible under the claimed FAR and FRR (one-sided binomial test)."""
-    model, test = DetailSemNet.load(folder), claimed_metrics(folder)["test"]
+def claimed_test_sets() -> list:
+    """(checkpoint, dataset, claimed test metrics) for every test split a shipped checkpoint's metrics.json reports."""
+    params = []
+    for name, (dataset, _) in SHIPPED.items():
+        folder = REPO / "checkpoints" / name
+        if not (folder / "metrics.json").is_file():
+            continue
+        claimed = claimed_metrics(folder)
+        sets = {dataset: claimed["test"], **{other: entry["metrics"] for other, entry in (claimed.get("cross_dataset") or {}).items()}}
+        for data, metrics in sets.items():
+            skip = pytest.mark.skipif(not (DATASETS / data).is_dir(), reason=f"real dataset not found at {DATASETS / data}")
+            params.append(pytest.param(folder, DATASETS / data, metrics, id=f"{name}-on-{data}", marks=[skip]))
+    return params
+
+
+@pytest.mark.parametrize(("folder", "dataset", "claimed"), claimed_test_sets())
+def test_verdicts_on_real_test_pairs_agree_with_claimed_rates(folder: Path, dataset: Path, claimed: dict) -> None:
+    """On real test pairs (2 genuine + 2 forged of five test writers) of every dataset the checkpoint claims
+    numbers for, the count of correct verdicts must be plausible under the claimed FAR and FRR (one-sided binomial test)."""
+    model = DetailSemNet.load(folder)
     test_images = split_images(dataset, "test")
     images = []
     for writer in sorted({im.writer for im in test_images})[:5]:
@@ -78,7 +94,8 @@ def test_verdicts_on_real_test_pairs_agree_with_claimed_rates(folder: Path, data
     result = evaluate(model, images, progress=False)
     n_genuine, n_forged = int(result.scores.genuine.sum()), int((~result.scores.genuine).sum())
     assert (n_genuine, n_forged) == (5, 20)
-    expected_accuracy = (n_genuine * (1 - test["frr"]) + n_forged * (1 - test["far"])) / (n_genuine + n_forged)
+    assert claimed["threshold"] == pytest.approx(model.config.threshold, abs=1e-6), "claimed at the shipped threshold"
+    expected_accuracy = (n_genuine * (1 - claimed["frr"]) + n_forged * (1 - claimed["far"])) / (n_genuine + n_forged)
     correct = int(result.correct.sum())
     assert binom.cdf(correct, n_genuine + n_forged, expected_accuracy) > 1e-3, (
         f"{correct}/{n_genuine + n_forged} correct, but the claimed rates predict {expected_accuracy:.1%}"

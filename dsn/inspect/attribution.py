@@ -151,6 +151,9 @@ def _window_count(size: tuple[int, int], window: int, stride: int) -> int:
     return ((size[0] - window) // stride + 1) * ((size[1] - window) // stride + 1)
 
 
+MAX_STEPS = 256  # Integrated Gradients steps / Gradient SHAP samples: more changes nothing visible and holds the model for minutes
+
+
 def attribute(
     model: DetailSemNet,
     analysis: PairAnalysis,
@@ -174,8 +177,8 @@ def attribute(
     _check("method", method, METHODS)
     _check("target", target, TARGETS)
     _check("side", side, SIDES)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     if method == "occlusion" and not 1 <= occlusion_stride <= occlusion_window <= min(analysis.preprocessed(side).image.shape):
         raise ValueError(f"occlusion needs 1 <= stride <= window <= image size, got window {occlusion_window}, stride {occlusion_stride}")
     start = time.perf_counter()

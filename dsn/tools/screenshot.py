@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "screenshot.png"
+PHONE_OUT = DEFAULT_OUT.with_name("screenshot-phone.png")
 TIMEOUT_MS = 120_000
 
 
@@ -93,11 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--width", type=int, default=1440)
+    parser.add_argument("--phone", action="store_true", help="390x844 at 2x: what a phone shows after tapping the example")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} is missing; install Debian's chromium package", flush=True)
         return 2
+    if args.phone and args.out == DEFAULT_OUT:
+        args.out = PHONE_OUT
     with serve(args.weights) as (_, url), chromium() as browser:
+        if args.phone:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+            page.goto(url)
+            open_example(page, "writer 1: forgery")
+            page.wait_for_timeout(1000)  # the verdict scrolls into view
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(args.out))
+            print(args.out)
+            return 0
         page = browser.new_page(viewport={"width": args.width, "height": 900}, device_scale_factor=1)
         page.goto(url)
         open_example(page)

@@ -11,6 +11,7 @@ endpoints about one pair pays for the backbone once.
 from __future__ import annotations
 
 import base64
+import math
 
 import cv2
 import gradio as gr
@@ -18,7 +19,7 @@ import numpy as np
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.analysis import dsi_stats, match_list
-from dsn.inspect.attribution import METHODS, TARGETS
+from dsn.inspect.attribution import MAX_STEPS, METHODS, TARGETS
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
 
@@ -60,6 +61,15 @@ def build_api(model: DetailSemNet) -> None:
     def pair(reference: object, query: object) -> PairAnalysis:
         return cache.get(model, require_file(reference, "reference"), require_file(query, "query"))
 
+    def whole(value: float | None, name: str, low: int, high: int, default: int) -> int:
+        """A numeric API input as an integer in [low, high]; anything else is the caller's error, said plainly."""
+        if value is None:
+            return default
+        number = float(value)
+        if not math.isfinite(number) or number != int(number) or not low <= number <= high:
+            raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        return int(number)
+
     def verify(reference: str, query: str, threshold: float | None) -> dict:
         """Verdict and distances for one pair (threshold defaults to the checkpoint's)."""
         with user_errors():
@@ -72,13 +82,12 @@ def build_api(model: DetailSemNet) -> None:
         """
         with user_errors():
             analysis = pair(reference, query)
-            patch = None if reference_patch is None or int(reference_patch) < 0 else int(reference_patch)
-            if patch is not None and patch >= analysis.plan.shape[0]:
-                raise ValueError(f"reference_patch must be below {analysis.plan.shape[0]} (the number of tokens).")
+            tokens = analysis.plan.shape[0]
+            patch = whole(reference_patch, "reference_patch", -1, tokens - 1, -1)
             return {
                 "grid": list(analysis.grid),
                 "summary": analysis.summary(),
-                "matches": match_list(analysis, int(top_k or 30), patch),
+                "matches": match_list(analysis, whole(top_k, "top_k", 1, tokens * tokens, 30), None if patch < 0 else patch),
             }
 
     def attribute(reference: str, query: str, method: str, target: str, side: str, steps: float) -> dict:
@@ -90,7 +99,7 @@ def build_api(model: DetailSemNet) -> None:
                 raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
             if side not in ("query", "reference"):
                 raise ValueError(f"side must be 'query' or 'reference', got {side!r}")
-            result = explain(model, pair(reference, query), method, target, side, int(steps or 32))
+            result = explain(model, pair(reference, query), method, target, side, whole(steps, "steps", 1, MAX_STEPS, 32))
         return {
             "method": result.method,
             "target": result.target,
@@ -105,7 +114,9 @@ def build_api(model: DetailSemNet) -> None:
     def dsi(reference: str, query: str, stage: float, block: float) -> dict:
         """Energy of each DSI part and the frequency profiles, for one block (stage and block are 0-based)."""
         with user_errors():
-            return dsi_stats(pair(reference, query), int(stage), int(block))
+            stages = len(model.backbone.stages)
+            blocks = max(len(s.blocks) for s in model.backbone.stages)
+            return dsi_stats(pair(reference, query), whole(stage, "stage", 0, stages - 1, 0), whole(block, "block", 0, blocks - 1, 0))
 
     with gr.Column(visible=False):
         reference = gr.File(label="reference", type="filepath")
