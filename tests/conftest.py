@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
 
+from dsn.data.dataset import Pair, SignatureImage
 from dsn.data.preprocess import preprocess
 from dsn.data.synth import SyntheticWriter
 from dsn.inference import PairAnalysis, analyze_pair
@@ -80,3 +84,29 @@ def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 cv2.imwrite(str(folder / f"{index:02d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     (base / "splits.json").write_text(json.dumps({"synth": {"train": [1], "val": [1], "test": [2, 3]}}))
     return root
+
+
+def write_pairs_csv(
+    path: str | Path,
+    images: Sequence[SignatureImage],
+    pairs: Sequence[Pair],
+    root: str | Path | None = None,
+) -> None:
+    """Write a pairs CSV as ``dsn.data.dataset.read_pairs_csv`` reads it: reference,query,label (1/0), paths
+    relative to `root`, else to the CSV's folder."""
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    base = base.resolve()
+
+    def relative(image: SignatureImage) -> str:
+        target = Path(image.path).resolve()
+        try:
+            return Path(os.path.relpath(target, base)).as_posix()
+        except ValueError:  # another drive on Windows
+            return target.as_posix()
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["reference", "query", "label"])
+        for pair in pairs:
+            writer.writerow([relative(images[pair.a]), relative(images[pair.b]), int(pair.genuine)])

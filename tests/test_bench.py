@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,18 @@ def test_state_dicts_of_the_channels_last_model_save_with_save_file(tmp_path):
     save_file(state, str(tmp_path / "w.safetensors"))
     again = load_file(str(tmp_path / "w.safetensors"))
     assert all(torch.equal(again[k], v) for k, v in state.items())
+
+
+def test_training_step_benchmark_times_both_layouts_and_states_its_ceiling() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dsn.tools.bench_train", "--img-size", "64", "--steps", "1", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    result = json.loads(done.stdout)
+    assert result["images_per_step"] == 54 and set(result["images_per_s"]) == {"channels_last", "contiguous"}
+    assert all(rate > 0 for rate in result["images_per_s"].values())
+    assert result["ceiling_images_per_s"] > max(result["images_per_s"].values()), "nothing runs above the matmul peak"

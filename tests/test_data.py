@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_pairs_csv
 
 from dsn.data.dataset import (
     Augment,
@@ -20,7 +21,6 @@ from dsn.data.dataset import (
     read_pairs_csv,
     split_images,
     split_images_of,
-    write_pairs_csv,
 )
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SYNTH_FORGED, SYNTH_GENUINE
+from conftest import SYNTH_FORGED, SYNTH_GENUINE, write_pairs_csv
 
 from dsn.cli import main
-from dsn.data.dataset import Pair, SignatureImage, protocol_pairs, split_images, write_pairs_csv
+from dsn.data.dataset import Pair, SignatureImage, protocol_pairs, split_images
 from dsn.data.preprocess import preprocess
 from dsn.evaluation.evaluate import (
     EvaluationResult,

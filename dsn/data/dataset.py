@@ -199,32 +199,6 @@ def read_pairs_csv(path: str | Path, root: str | Path | None = None) -> tuple[li
     return images, pairs
 
 
-def write_pairs_csv(
-    path: str | Path,
-    images: Sequence[SignatureImage],
-    pairs: Sequence[Pair],
-    root: str | Path | None = None,
-) -> None:
-    """Write reference,query,label (1/0) with paths relative to `root`, else to
-    the CSV's folder, so the file keeps working when both move together."""
-    path = Path(path)
-    base = Path(root) if root is not None else path.parent
-    base = base.resolve()
-
-    def relative(image: SignatureImage) -> str:
-        target = Path(image.path).resolve()
-        try:
-            return Path(os.path.relpath(target, base)).as_posix()
-        except ValueError:  # another drive on Windows
-            return target.as_posix()
-
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["reference", "query", "label"])
-        for pair in pairs:
-            writer.writerow([relative(images[pair.a]), relative(images[pair.b]), int(pair.genuine)])
-
-
 class Augment:
     """Training-side augmentation on a preprocessed ink-bright float image (H,W)
     in [0,1], so the model learns shape, not pen or paper.
