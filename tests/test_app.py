@@ -198,3 +198,16 @@ def test_header_quotes_the_checkpoints_headline_numbers() -> None:
     )
     assert header_metrics({"val.eer": 0.25}) == " · measured: val EER 25.00 %"
     assert header_metrics({}) == ""
+
+
+def test_the_verdict_says_how_close_the_call_was_in_words() -> None:
+    from dsn.ui.tabs.verify import plain_reading, verdict_html
+
+    base = {"verdict": "genuine", "distance": 0.38, "threshold": 0.40, "margin": 0.02, "global_distance": 0.3,
+            "weighted_structural_distance": 0.08, "ink_tokens_reference": 12, "ink_tokens_query": 9, "tokens": 49,
+            "seconds": 0.1, "untrained": False, "input_warnings": {"reference": [], "query": []}}  # fmt: skip
+    assert plain_reading(base) == "The distance is 0.020 below the threshold (5 % of it): accepted as the reference writer's, a close call."
+    far = dict(base, verdict="forged", distance=0.7, margin=-0.3)
+    assert plain_reading(far).startswith("The distance is 0.300 above the threshold (75 % of it): rejected, a clear margin")
+    page = verdict_html(base)
+    assert "verdict-reading" in page and "<abbr title=" in page and "of the 49 patches" in page

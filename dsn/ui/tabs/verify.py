@@ -64,15 +64,34 @@ def model_view(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(255.0 * np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
 
 
+def plain_reading(summary: dict) -> str:
+    """How close the call was, in words: the margin (threshold - distance) relative to the threshold."""
+    margin, threshold = summary["margin"], max(summary["threshold"], 1e-9)
+    share = abs(margin) / threshold
+    strength = "a close call" if share < 0.1 else "a moderate margin" if share < 0.3 else "a clear margin"
+    side = "below" if margin >= 0 else "above"
+    decided = "accepted as the reference writer's" if margin >= 0 else "rejected"
+    return f"The distance is {abs(margin):.3f} {side} the threshold ({100 * share:.0f} % of it): {decided}, {strength}."
+
+
 def verdict_html(summary: dict) -> str:
     """The always-visible verdict line above the views."""
     genuine = summary["verdict"] == "genuine"
     relation = "≤" if genuine else ">"
     word = "Genuine" if genuine else "Forged"
+    structural = (
+        "<abbr title='lambda x structural distance: how much it costs to move the ink patches of one signature onto "
+        "the other (optimal transport); lambda is its weight in the total distance'>λ·structural</abbr>"
+    )
+    patches = (
+        f"<abbr title='of the {summary['tokens']} patches of the grid the model sees, those that hold ink in the reference / "
+        "in the query; only these are matched'>ink patches</abbr>"
+    )
     facts = (
         f"distance <b>{summary['distance']:.3f}</b> {relation} threshold {summary['threshold']:.3f} · "
-        f"global {summary['global_distance']:.3f} + λ·structural {summary['weighted_structural_distance']:.3f} · "
-        f"{summary['ink_tokens_reference']} / {summary['ink_tokens_query']} ink patches · {summary['seconds']:.2f} s"
+        f"global {summary['global_distance']:.3f} + {structural} {summary['weighted_structural_distance']:.3f} · "
+        f"{summary['ink_tokens_reference']} / {summary['ink_tokens_query']} {patches} · {summary['seconds']:.2f} s"
+        f"<br><span class='dsn-reading' id='verdict-reading'>{plain_reading(summary)}</span>"
     )
     warning = " <span style='color:#c0392b;font-weight:700'>(untrained weights: meaningless)</span>" if summary["untrained"] else ""
     doubts = [f"{side}: {text}" for side, texts in summary.get("input_warnings", {}).items() for text in texts]
