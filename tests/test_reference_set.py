@@ -98,3 +98,18 @@ def test_file_names_and_input_errors(model, signatures, tmp_path):
         verify_against_references(model, signatures["query"], [blank])
     with pytest.raises(ValueError, match="index"):
         result.pair(2)
+
+
+def test_the_tab_shows_the_query_and_every_reference_with_its_distance(model, signatures, tmp_path):
+    from dsn.ui.tabs.reference import thumbnails
+
+    paths = []
+    for name in ("query", "ref_a", "ref_b"):
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(signatures[name], cv2.COLOR_RGB2BGR))
+        paths.append(str(path))
+    result = verify_against_references(model, paths[0], paths[1:], threshold=0.5)
+    items = thumbnails(result, paths[1:], paths[0])
+    assert [path for path, _ in items] == paths and items[0][1] == "query"
+    for (_, caption), distance in zip(items[1:], result.distances, strict=True):
+        assert f"{distance:.3f}" in caption and ("accepted" if distance <= 0.5 else "rejected") in caption

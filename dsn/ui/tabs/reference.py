@@ -83,6 +83,15 @@ def reference_choices(result: ReferenceSetResult) -> list[tuple[str, int]]:
     return [(f"{i + 1}. {name} (distance {d:.3f})", i) for i, (name, d) in enumerate(zip(result.names, result.distances))]
 
 
+def thumbnails(result: ReferenceSetResult, reference_paths: list[str], query_path: str) -> list[tuple[str, str]]:
+    """Gallery items: the query first, then each reference captioned with its distance and decision."""
+    items = [(query_path, "query")]
+    for row, path in zip(result.rows(), reference_paths, strict=True):
+        mark = "accepted" if row["accepted"] else "rejected"
+        items.append((path, f"{row['reference']} · {row['distance']:.3f} · {mark}"))
+    return items
+
+
 def build_reference_tab(context: AppContext) -> None:
     """A ``TabBuilder`` for ``build_app``."""
     model, default_threshold = context.model, float(context.model.config.threshold)
@@ -108,6 +117,9 @@ def build_reference_tab(context: AppContext) -> None:
                 compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
             with gr.Column(scale=3, min_width=300):
                 decision = gr.HTML(elem_id="refset-decision")
+                gallery = gr.Gallery(
+                    label="The query and each reference (distance, accepted?)", columns=4, height="auto", elem_id="refset-gallery"
+                )
                 table = gr.Dataframe(
                     headers=TABLE_COLUMNS,
                     datatype=["number", "str", "number", "number", "number", "bool"],
@@ -129,6 +141,7 @@ def build_reference_tab(context: AppContext) -> None:
         return (
             ReferenceState(result, paths, query_file),
             decision_html(result),
+            thumbnails(result, paths, query_file),
             table_rows(result),
             gr.Dropdown(choices=reference_choices(result), value=closest),
             figure_,
@@ -136,9 +149,14 @@ def build_reference_tab(context: AppContext) -> None:
 
     def rethreshold(current: ReferenceState | None, value: float) -> tuple:
         if current is None:
-            return None, "", []
+            return None, "", [], []
         judged = ReferenceState(current.result.with_threshold(value), current.reference_paths, current.query_path)
-        return judged, decision_html(judged.result), table_rows(judged.result)
+        return (
+            judged,
+            decision_html(judged.result),
+            thumbnails(judged.result, judged.reference_paths, judged.query_path),
+            table_rows(judged.result),
+        )
 
     def show(current: ReferenceState | None, index: int | None) -> object:
         if current is None or index is None:
@@ -151,7 +169,11 @@ def build_reference_tab(context: AppContext) -> None:
         reference = current.reference_paths[int(index) if index is not None else current.result.closest]
         return reference, current.query_path
 
-    compare.click(run, [query, references, threshold], [state, decision, table, chosen, figure], api_visibility="private", **MODEL_JOB)
-    threshold.input(rethreshold, [state, threshold], [state, decision, table], api_visibility="private", trigger_mode="always_last")
+    compare.click(
+        run, [query, references, threshold], [state, decision, gallery, table, chosen, figure], api_visibility="private", **MODEL_JOB
+    )
+    threshold.input(
+        rethreshold, [state, threshold], [state, decision, gallery, table], api_visibility="private", trigger_mode="always_last"
+    )
     chosen.input(show, [state, chosen], figure, api_visibility="private")
     context.pair.open_pair_on(open_pair.click, chosen_pair, [state, chosen])
