@@ -74,3 +74,14 @@ def test_no_tab_scrolls_sideways(page: Page) -> None:
     for tab in MAIN_TABS[1:]:
         select_tab(page, "#main-tabs", tab)
         assert overflow(page) <= 0, f"{tab}: {overflow(page)} px too wide"
+
+
+def test_a_missing_input_gets_a_message_and_the_views_stay(page: Page) -> None:
+    open_example(page)
+    page.locator("#query-upload button[aria-label='Remove Image']").click()
+    page.click("#verify-button")
+    page.wait_for_selector(".validation-error", timeout=30_000)
+    assert "No query signature yet" in page.locator(".validation-error").first.inner_text()
+    assert page.locator("#verdict-banner").count() == 1, "the last verdict stays"
+    badges = page.evaluate("() => [...document.querySelectorAll('#view-tabs .error, #verdict-area .error')].length")
+    assert badges == 0, "no error badges over the views"

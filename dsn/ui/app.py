@@ -22,7 +22,7 @@ from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze, user_errors
 from dsn.ui.context import MODEL_JOB, PAIR_TAB, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
-from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input
+from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input, validate_pair
 from dsn.ui.runtime import ModelInfo
 from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
 from dsn.ui.tabs import correspondence as correspondence_tab
@@ -238,7 +238,15 @@ def _wire_pair(
     def verify_on(listener: Callable, api_name: str | None = None) -> Dependency:
         """Run verification on ``listener`` (e.g. ``button.click`` or ``dependency.then``), then refresh every view."""
         visibility = "undocumented" if api_name else "private"
-        step = listener(verify_pair_ui, verify_inputs, verify_outputs, api_name=api_name, api_visibility=visibility, **MODEL_JOB)
+        step = listener(
+            verify_pair_ui,
+            verify_inputs,
+            verify_outputs,
+            api_name=api_name,
+            api_visibility=visibility,
+            validator=validate_pair,  # a missing image: a message at that input, no error badges over the views
+            **MODEL_JOB,
+        )
         step.success(
             correspondence_tab.on_new_pair,
             [analysis, matches.top_k, matches.background],

@@ -103,6 +103,35 @@ def chosen_image(name: str, upload: str | None, drawing: dict | None, mode: str)
     return upload
 
 
+def missing_input(name: str, upload: str | None, drawing: dict | None, mode: str) -> str | None:
+    """What is missing from one signature input ("" or None when it is there), checked before any model run."""
+    try:
+        chosen_image(name, upload, drawing, mode)
+    except PreprocessError as error:
+        return str(error)
+    return None
+
+
+def validate_pair(
+    ref_upload: str | None,
+    ref_drawing: dict | None,
+    ref_mode: str,
+    query_upload: str | None,
+    query_drawing: dict | None,
+    query_mode: str,
+    *rest: object,
+) -> list:
+    """Gradio validator of a verify event: a missing image gets a message at its input, and the views keep what they show."""
+    checks = []
+    for name, upload, drawing, mode in (
+        ("reference", ref_upload, ref_drawing, ref_mode),
+        ("query", query_upload, query_drawing, query_mode),
+    ):
+        problem = missing_input(name, upload, drawing, mode)
+        checks += [gr.validate(problem is None, problem or "")] * 3
+    return checks + [gr.validate(True, "")] * len(rest)
+
+
 def dataset_threshold_slider(default: float, step: float, label: str, elem_id: str) -> gr.Slider:
     """A threshold slider over the distances a dataset or reference set can have (at least 0-2)."""
     return gr.Slider(0.0, round(max(2.0, 3.0 * default), 2), value=default, step=step, label=label, elem_id=elem_id)
