@@ -162,7 +162,7 @@ def stats_markdown(result: Attribution, analysis: PairAnalysis) -> str:
         f"took **{result.seconds:.2f} s**",
     ]
     if result.steps:
-        parts.append(f"{result.steps} steps")
+        parts.append(f"{result.steps} {'samples' if result.method == 'gradient_shap' else 'steps'}")
     if result.delta is not None:
         distance = analysis.summary()["distance"]
         parts.append(f"IG convergence δ = **{result.delta:.2g}** ({100 * result.delta / max(distance, 1e-9):.1f}% of the distance)")

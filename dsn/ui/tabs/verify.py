@@ -31,11 +31,12 @@ class VerdictView:
 
 
 def threshold_slider(info: ModelInfo) -> gr.Slider:
+    # decisions happen near the checkpoint's threshold: a range of 2.5x it (at least 1) keeps them on the slider
     return gr.Slider(
         0.0,
-        round(info.max_distance, 3),
-        value=info.threshold,
-        step=0.005,
+        round(min(info.max_distance, max(1.0, 2.5 * info.threshold)), 2),
+        value=round(info.threshold, 3),
+        step=0.001,
         label="Decision threshold (accept as genuine when distance ≤ threshold)",
         info=f"Default {info.threshold:.3f} comes with the checkpoint. Moving it re-decides instantly; the model does not run again.",
         elem_id="threshold",
