@@ -96,7 +96,10 @@ def test_structural_share_overlays_both_images(analysis: PairAnalysis) -> None:
         z = np.asarray(heat.z, dtype=float)
         assert z.shape == (7, 7) and np.nansum(z) == pytest.approx(100.0, abs=0.01)
         assert np.array_equal(np.isnan(z).ravel(), ~analysis.ink(side))
-        assert "share of structural distance" in heat.hovertemplate
+        texts = np.asarray(heat.text).ravel()
+        ink = analysis.ink(side)
+        assert all("share of structural distance" in text for text in texts[ink]), "ink patches say their share"
+        assert all("no ink: not matched" in text and "nan" not in text.lower() for text in texts[~ink]), "no NaN in hovers"
     assert np.nanmax(np.asarray(traces(fig, "reference share")[0].z, dtype=float)) == pytest.approx(100 * ref_share.max(), rel=1e-5)
     assert fig.layout.coloraxis.cmin == 0.0
 

@@ -7,79 +7,21 @@ embedded as PNG data URIs (small JSON), data overlays as float32 arrays (plotly 
 
 from __future__ import annotations
 
-import base64
-
-import cv2
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from dsn.data.preprocess import Preprocessed
 from dsn.inference import SIDES, PairAnalysis
 from dsn.inspect.analysis import channel_energy, find_maps, ink_token_centres, radial_power_profile, structural_shares
 from dsn.inspect.attribution import LABELS, Attribution
+from dsn.inspect.panels import ImagePanel, paper_view, png_source
 
 SIDE_COLOURS = {"reference": "#1f77b4", "query": "#d62728"}
 COST_COLORSCALE = "Viridis"  # similar patches (low cost) dark, dissimilar bright
 GAP = 24.0  # figure units between the two images of a pair
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
-_ORIGINAL_HEIGHT = 224.0  # display height of originals in figure units, as tall as the model view
-_MAX_ORIGINAL_PIXELS = 448  # originals are embedded at most this tall: sharp enough, small JSON
 _ARC_POINTS = np.linspace(0.0, 1.0, 9)
-
-
-def png_source(pixels: np.ndarray) -> str:
-    """uint8 gray or RGB array -> PNG data URI for ``go.Image(source=...)``."""
-    ok, buffer = cv2.imencode(".png", pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return "data:image/png;base64," + base64.b64encode(buffer.tobytes()).decode("ascii")
-
-
-def paper_view(image: np.ndarray) -> np.ndarray:
-    """Ink-bright model input -> dark ink on white paper (uint8), the way people look at signatures."""
-    return np.clip(255.0 * (1.0 - np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
-
-
-class _Panel:
-    """Where one image sits in a figure, and how model pixels map onto it."""
-
-    def __init__(self, pre: Preprocessed, x0: float = 0.0, background: str = "model") -> None:
-        self.pre, self.x0, self.model_view = pre, x0, background == "model"
-        if self.model_view:
-            self.scale, self.pixels = 1.0, paper_view(pre.image)
-        else:
-            height = pre.original.shape[0]
-            self.scale = _ORIGINAL_HEIGHT / height  # figure units per original pixel
-            shrink = min(1.0, _MAX_ORIGINAL_PIXELS / height)
-            self.pixels = cv2.resize(pre.original, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else pre.original
-        self.width = float(pre.image.shape[1] if self.model_view else pre.original.shape[1] * self.scale)
-        self.height = float(pre.image.shape[0] if self.model_view else _ORIGINAL_HEIGHT)
-
-    def place(self, model_xy: np.ndarray) -> np.ndarray:
-        xy = np.asarray(model_xy, np.float64) if self.model_view else self.pre.to_original(model_xy) * self.scale
-        return xy + np.array([self.x0, 0.0])
-
-    def trace(self, name: str) -> go.Image:
-        step = self.width / self.pixels.shape[1]  # figure units per embedded pixel; x0/y0 are pixel centres
-        return go.Image(source=png_source(self.pixels), x0=self.x0 + step / 2, y0=step / 2, dx=step, dy=step, name=name, hoverinfo="skip")
-
-    def grid_trace(self, grid: tuple[int, int]) -> go.Scatter:
-        """Faint token-cell borders, so 'patch (row, col)' can be found on the image."""
-        size_y, size_x = self.pre.image.shape
-        ends = [[(0.0, k * size_y / grid[0]), (size_x, k * size_y / grid[0])] for k in range(grid[0] + 1)]
-        ends += [[(k * size_x / grid[1], 0.0), (k * size_x / grid[1], size_y)] for k in range(grid[1] + 1)]
-        xs: list[float | None] = []
-        ys: list[float | None] = []
-        low, high = np.array([self.x0, 0.0]), np.array([self.x0 + self.width, self.height])
-        for a, b in (self.place(np.array(e)) for e in ends):
-            if np.all(np.minimum(a, b) <= high) and np.all(np.maximum(a, b) >= low):  # clip to the shown image
-                (ax, ay), (bx, by) = np.clip(a, low, high), np.clip(b, low, high)
-                xs += [ax, bx, None]
-                ys += [ay, by, None]
-        line = dict(color="rgba(120,120,120,0.3)", width=1)
-        return go.Scatter(x=xs, y=ys, mode="lines", line=line, hoverinfo="skip", showlegend=False, name="token grid")
 
 
 def _image_axes(fig: go.Figure) -> None:
@@ -139,8 +81,8 @@ def correspondence_figure(
     n = analysis.plan.shape[0]
     if highlight is not None and not 0 <= highlight < n:
         raise ValueError(f"highlight must be a reference token index in [0, {n}), got {highlight}")
-    ref = _Panel(analysis.reference, 0.0, background)
-    panels = {"reference": ref, "query": _Panel(analysis.query, ref.width + GAP, background)}
+    ref = ImagePanel(analysis.reference, 0.0, background)
+    panels = {"reference": ref, "query": ImagePanel(analysis.query, ref.width + GAP, background)}
     centres = {side: panels[side].place(ink_token_centres(analysis, side)) for side in SIDES}
     cost = analysis.cost
     share = analysis.plan / max(float(analysis.plan.sum()), 1e-12)
@@ -185,9 +127,9 @@ def correspondence_figure(
     _image_axes(fig)
     fig.update_xaxes(range=[-2, panels["query"].x0 + panels["query"].width + 2])
     fig.update_yaxes(range=[ref.height + 2, -40], autorange=False, scaleanchor="x")
-    title = f"Patch correspondence: {len(entries) - len(bold)} strongest matches"
+    title = f"Patch correspondence<br><sup>{len(entries) - len(bold)} strongest matches"
     title += f" + {len(bold)} of reference patch {analysis.token_label(highlight)}" if highlight is not None else ""
-    title += f", {100 * sum(float(share[e]) for e in entries):.0f}% of the transported mass"
+    title += f", {100 * sum(float(share[e]) for e in entries):.0f}% of the transported mass</sup>"
     return _finish(fig, analysis, title, 440)
 
 
@@ -219,11 +161,19 @@ def structural_share_figure(analysis: PairAnalysis) -> go.Figure:
     rows, cols = analysis.grid
     cell_x, cell_y = analysis.cell
     shares = structural_shares(analysis)
-    labels = np.array([analysis.token_label(t) for t in range(rows * cols)]).reshape(rows, cols)
     for col, (side, share) in enumerate(zip(SIDES, shares), start=1):
-        panel = _Panel(analysis.preprocessed(side))
-        z = np.where(analysis.ink(side), 100.0 * share, np.nan).reshape(rows, cols).astype(np.float32)
-        hover = f"{side} patch %{{text}}<br>share of structural distance: %{{z:.1f}}%<extra></extra>"
+        panel = ImagePanel(analysis.preprocessed(side))
+        ink = analysis.ink(side)
+        z = np.where(ink, 100.0 * share, np.nan).reshape(rows, cols).astype(np.float32)
+        labels = np.array(
+            [
+                f"{analysis.token_label(t)}<br>share of structural distance: {100 * share[t]:.1f}%"
+                if ink[t]
+                else f"{analysis.token_label(t)}<br>no ink: not matched"
+                for t in range(rows * cols)
+            ]
+        ).reshape(rows, cols)
+        hover = f"{side} patch %{{text}}<extra></extra>"
         overlay = go.Heatmap(z=z, x0=cell_x / 2, dx=cell_x, y0=cell_y / 2, dy=cell_y, coloraxis="coloraxis", opacity=0.55, text=labels)
         fig.add_traces(
             [panel.trace(f"{side} image"), overlay.update(name=f"{side} share", hovertemplate=hover), panel.grid_trace(analysis.grid)],
@@ -244,9 +194,9 @@ def structural_share_figure(analysis: PairAnalysis) -> go.Figure:
 _DSI_PARTS = (
     ("semantic_input", "semantic input<br>(pooled)"),
     ("detail_input", "detail input<br>(x − pooled)"),
-    ("detail_conv", "DetailConv"),
-    ("salient_conv", "SalientConv"),
-    ("semantics_attend", "SemanticsAttend"),
+    ("detail_conv", "Detail-<br>Conv"),
+    ("salient_conv", "Salient-<br>Conv"),
+    ("semantics_attend", "Semantics-<br>Attend"),
 )
 
 
@@ -267,11 +217,12 @@ def dsi_figure(analysis: PairAnalysis, stage: int, block: int) -> go.Figure:
         scale = max(max(float(e.max()) for e in energies), 1e-30)
         for row, (side, energy) in enumerate(zip(SIDES, energies), start=1):
             step = size / energy.shape[1]  # model pixels per feature-map cell, so maps line up with the input
-            hover = f"{side}: {field}<br>RMS %{{z:.0%}} of the column max ({scale:.3g})<extra></extra>"
+            name = dict(_DSI_PARTS)[field].replace("<br>", " ")
+            hover = f"{side}: {name}<br>RMS %{{z:.0%}} of the column max ({scale:.3g})<extra></extra>"
             heat = go.Heatmap(z=(energy / scale).astype(np.float32), x0=step / 2, dx=step, y0=step / 2, dy=step, coloraxis="coloraxis")
             fig.add_trace(heat.update(name=f"{side} {field}", hovertemplate=hover), row=row, col=col)
     for row, side in enumerate(SIDES, start=1):
-        fig.add_trace(_Panel(analysis.preprocessed(side)).trace(f"{side} image"), row=row, col=1)
+        fig.add_trace(ImagePanel(analysis.preprocessed(side)).trace(f"{side} image"), row=row, col=1)
     fig.update_layout(coloraxis=dict(colorscale="Magma", cmin=0.0, cmax=1.0, colorbar=_colorbar("RMS over<br>channels<br>(÷ column max)")))
     _image_axes(fig)
     for k in range(2, 13):

@@ -35,7 +35,7 @@ from dsn.inspect.explorer import (
     smallest_dataset,
     writer_rows,
 )
-from dsn.inspect.figures import png_source
+from dsn.inspect.panels import png_source
 from dsn.ui.compute import user_errors
 from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext, PairContext, TabBuilder
 from dsn.ui.inputs import dataset_threshold_slider
