@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
-DEFAULT_CHECKPOINT = "dsnet-tiny-joint"
+DEFAULT_CHECKPOINT = "dsnet-tiny-joint3"
 
 ModelT = TypeVar("ModelT", bound="DetailSemNet")
 
