@@ -158,3 +158,19 @@ def test_shipped_gallery_is_what_the_generator_makes(tmp_path: Path) -> None:
     for old, new in zip(shipped, fresh, strict=True):
         difference = cv2.imread(str(old)).astype(np.int16) - cv2.imread(str(new)).astype(np.int16)
         assert np.abs(difference).mean() < 1.0, old.name
+
+
+def test_a_synthetic_training_dataset_mixes_with_real_ones(tmp_path: Path, synth_dataset: Path) -> None:
+    from dsn.data.dataset import split_images_of
+    from dsn.data.synth import GALLERY_WRITER_SEEDS
+    from dsn.data.synth_dataset import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path, 2, genuine=2, forged=1)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
+        "001/forged/01.png", "001/genuine/01.png", "001/genuine/02.png", "002/forged/01.png", "002/genuine/01.png", "002/genuine/02.png"
+    ]  # fmt: skip
+    train = split_images_of([synth_dataset, root], "train")
+    assert {im.writer for im in train} == {1, 1001, 1002}, "real writer 1, then the two synthetic writers"
+    assert {im.writer for im in split_images_of([synth_dataset, root], "val")} == {1}, "validation stays real"
+    with pytest.raises(ValueError, match="example writers"):
+        make_synthetic_dataset(tmp_path / "bad", 2, first_seed=GALLERY_WRITER_SEEDS[0])

@@ -118,10 +118,13 @@ def split_images_of(roots: Sequence[str | Path], split: str) -> list[SignatureIm
     """One split of several datasets as one list, for training on all of them at once.
 
     The k-th dataset's writer ids are shifted by k * 1000, so that writer 7 of
-    CEDAR and writer 7 of Bengali stay two writers (the first keeps its ids).
+    CEDAR and writer 7 of Bengali stay two writers (the first keeps its ids). A dataset
+    whose split names no writers adds nothing to it.
     """
     images: list[SignatureImage] = []
     for k, root in enumerate(roots):
+        if split != "all" and not load_splits(root)[split]:
+            continue  # e.g. synthetic writers: all train, no val or test writers to pool
         images += [replace(im, writer=im.writer + k * WRITER_NAMESPACE) for im in split_images(root, split)]
     return images
 
