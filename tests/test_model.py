@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
-from dsn.model.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsError
+from dsn.model.weights import CHECKSUM_NAME, CONFIG_NAME, WEIGHTS_NAME, WeightsError
 
 SIZE = 64  # a 2x2 final grid: every code path, a fraction of the compute
 
@@ -85,7 +86,7 @@ def test_save_load_round_trip_gives_identical_outputs(model: DetailSemNet, tmp_p
         folder = model.save(tmp_path / "ckpt")
     finally:
         model.config.threshold = 0.6
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME, CHECKSUM_NAME]
     loaded = DetailSemNet.load(folder)
     assert not loaded.training
     assert loaded.config.threshold == 0.4321 and loaded.config.match_dim == 24
@@ -106,7 +107,7 @@ def saved(model: DetailSemNet, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _copy(saved: Path, target: Path) -> Path:
     target.mkdir()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
+    for name in (CONFIG_NAME, WEIGHTS_NAME):  # no checksum file: each test breaks the weights in its own way
         (target / name).write_bytes((saved / name).read_bytes())
     return target
 
@@ -184,7 +185,27 @@ def test_missing_config_and_corrupt_weights_are_refused(saved: Path, tmp_path: P
         DetailSemNet.load(folder)
 
     folder = _copy(saved, tmp_path / "truncated")
+    (folder / CHECKSUM_NAME).write_bytes((saved / CHECKSUM_NAME).read_bytes())
     data = (folder / WEIGHTS_NAME).read_bytes()
     (folder / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="does not match the sha256"):
+        DetailSemNet.load(folder)
+    (folder / CHECKSUM_NAME).unlink()  # an older checkpoint without a checksum: safetensors itself notices
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
         DetailSemNet.load(folder)
+
+
+def test_flipped_bytes_in_the_weights_are_refused(saved: Path, tmp_path: Path) -> None:
+    """Bytes changed inside tensor data still parse as safetensors; only the recorded sha256 catches them."""
+    folder = _copy(saved, tmp_path / "flipped")
+    (folder / CHECKSUM_NAME).write_bytes((saved / CHECKSUM_NAME).read_bytes())
+    recorded = (folder / CHECKSUM_NAME).read_text().split()[0]
+    assert recorded == hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest(), "save records the file's sha256"
+    data = bytearray((folder / WEIGHTS_NAME).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4000] = bytes(b ^ 0xFF for b in data[middle : middle + 4000])
+    (folder / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="corrupted or was changed"):
+        DetailSemNet.load(folder)
+    (folder / CHECKSUM_NAME).unlink()
+    DetailSemNet.load(folder)  # without a checksum the same bytes load: the check is what protects

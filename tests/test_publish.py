@@ -201,7 +201,7 @@ def test_hidden_files_are_neither_checked_nor_uploaded(checkpoint: Path) -> None
     (checkpoint / ".cache" / "lock").write_text("x")
     report = check_checkpoint(checkpoint)
     assert report.ok, report.problems
-    assert sorted(name for name, _ in report.files) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+    assert sorted(name for name, _ in report.files) == ["README.md", "config.json", "metrics.json", "model.safetensors", "model.safetensors.sha256"]
 
 
 # ---------------------------------------------------------------------- upload
@@ -236,7 +236,7 @@ def test_push_creates_repo_branch_and_uploads_exactly_the_checked_files(checkpoi
     assert branch["args"] == ("someone/dsnet-tiny",) and branch["branch"] == "v1" and branch["exist_ok"] is True
     assert upload["repo_id"] == "someone/dsnet-tiny" and upload["revision"] == "v1" and upload["repo_type"] == "model"
     assert Path(upload["folder_path"]) == checkpoint
-    assert sorted(upload["allow_patterns"]) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+    assert sorted(upload["allow_patterns"]) == ["README.md", "config.json", "metrics.json", "model.safetensors", "model.safetensors.sha256"]
 
 
 def test_push_refuses_before_any_network_call(checkpoint: Path, hub_calls: list[tuple[str, dict]]) -> None:

@@ -7,6 +7,8 @@ the internet must not be able to run code on a visitor's machine.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CHECKSUM_NAME = "model.safetensors.sha256"  # written beside the weights; checked at every load when present
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 DEFAULT_CHECKPOINT = "dsnet-tiny-joint3"
 
@@ -47,7 +50,30 @@ def save_folder(model: DetailSemNet, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(model.config_dict(), indent=2, sort_keys=True) + "\n")
     save_model(model, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "dsn"})
+    (folder / CHECKSUM_NAME).write_text(f"{file_sha256(folder / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
     return folder
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_weights_file(folder: Path, source: str | Path) -> None:
+    """Refuse weights whose bytes differ from the sha256 recorded when they were saved (corruption, tampering)."""
+    recorded = folder / CHECKSUM_NAME
+    if not recorded.is_file():
+        return  # older checkpoints carry no checksum
+    expected = recorded.read_text().split()[0].lower() if recorded.read_text().split() else ""
+    actual = file_sha256(folder / WEIGHTS_NAME)
+    if actual != expected:
+        raise WeightsError(
+            f"{source}: {WEIGHTS_NAME} does not match the sha256 recorded in {CHECKSUM_NAME} "
+            f"(expected {expected[:12]}..., got {actual[:12]}...): the file is corrupted or was changed. Download it again."
+        )
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None]:
@@ -78,6 +104,8 @@ def fetch_from_hub(source: str, **hub_kwargs: object) -> Path:
     try:
         config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **hub_kwargs)
         hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, **hub_kwargs)
+        with contextlib.suppress(EntryNotFoundError):  # older uploads carry no checksum file
+            hf_hub_download(repo_id, CHECKSUM_NAME, revision=revision, **hub_kwargs)
     # LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub >= 1.0: it must be caught first.
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise WeightsError(
@@ -129,6 +157,7 @@ def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.
         raise WeightsError(f"{source}: config.json is invalid: {err}.") from err
     except (ValueError, TypeError, RuntimeError) as err:
         raise WeightsError(f"{source}: wrong architecture for DetailSemNet ({err}).") from err
+    check_weights_file(folder, source)
     try:
         state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
     except (SafetensorError, OSError) as err:
