@@ -201,7 +201,13 @@ def test_hidden_files_are_neither_checked_nor_uploaded(checkpoint: Path) -> None
     (checkpoint / ".cache" / "lock").write_text("x")
     report = check_checkpoint(checkpoint)
     assert report.ok, report.problems
-    assert sorted(name for name, _ in report.files) == ["README.md", "config.json", "metrics.json", "model.safetensors", "model.safetensors.sha256"]
+    assert sorted(name for name, _ in report.files) == [
+        "README.md",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "model.safetensors.sha256",
+    ]
 
 
 # ---------------------------------------------------------------------- upload
