@@ -122,8 +122,26 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-csv", default=None, help="write per-pair distances to this CSV")
     p.add_argument("--batch-size", type=int, default=8, help="images per backbone pass (8 is fastest on small CPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-cache", action="store_true", help="embed every image afresh instead of using the embedding cache (DSN_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def cached_embedding(model: object, images: list, batch_size: int, progress: bool) -> tuple:
+    """Embeddings of ``images`` through the on-disk cache the app's explorer uses (a second run reads them back)."""
+    from tqdm.auto import tqdm
+
+    from dsn.evaluation.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache(batch_size=batch_size)
+    with tqdm(total=2 * len(images), desc="embedding (cached)", disable=not progress, leave=False) as bar:
+
+        def step(done: int, total: int, stage: str) -> None:
+            bar.n = done + (total if stage == "embedding" else 0)
+            bar.refresh()
+
+        embedding = cache.embed(model, images, progress=step)
+    return embedding, cache.last
 
 
 def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
@@ -143,7 +161,16 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         images, pairs = load_images_and_pairs(args.data, args.split, args.pairs)
         if not trained:
             print(UNTRAINED_WARNING, file=sys.stderr)
-        result = evaluate(model, images, pairs, batch_size=args.batch_size, threshold=args.threshold, progress=not args.no_progress)
+        embedding, stats = (
+            (None, None) if args.no_cache or not pairs else cached_embedding(model, images, args.batch_size, not args.no_progress)
+        )
+        result = evaluate(
+            model, images, pairs, batch_size=args.batch_size, threshold=args.threshold, progress=not args.no_progress, embedding=embedding
+        )
+        if stats is not None:  # hashing, preprocessing and backbone of the misses happened in the cache
+            result.timings["embedding_s"] = stats.seconds
+            result.timings["total_s"] += stats.seconds
+            result.info["embedding_cache"] = {"hits": stats.hits, "misses": stats.misses}
         if args.references:
             result.info["multi_reference"] = multi_reference_metrics(result.images, result.pairs, result.scores.distance, args.references)
     except (WeightsError, ValueError, OSError) as err:  # PreprocessError is a ValueError

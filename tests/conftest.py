@@ -110,3 +110,9 @@ def write_pairs_csv(
         writer.writerow(["reference", "query", "label"])
         for pair in pairs:
             writer.writerow([relative(images[pair.a]), relative(images[pair.b]), int(pair.genuine)])
+
+
+@pytest.fixture(autouse=True)
+def private_embedding_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or grow the user's embedding cache (~/.cache/dsn/embeddings)."""
+    monkeypatch.setenv("DSN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "embedding-cache"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from dsn.data.dataset import ImageCache, SignatureImage, list_images
 from dsn.evaluation.embedding_cache import EmbeddingCache, weights_hash
@@ -96,7 +99,7 @@ def test_edited_image_misses(model, dataset, tmp_path):
     assert (cache.last.hits, cache.last.misses) == (len(dataset) - 1, 1)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage"])
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage", "swap_keys"])
 def test_corrupted_shard_is_detected_and_rebuilt(model, dataset, tmp_path, damage):
     cache = EmbeddingCache(tmp_path / "cache")
     good = cache.embed(model, dataset)
@@ -106,9 +109,16 @@ def test_corrupted_shard_is_detected_and_rebuilt(model, dataset, tmp_path, damag
         data = data[: len(data) // 2]
     elif damage == "flip_byte":
         data[-10] ^= 0xFF  # inside the tensor bytes: the file still parses, the checksum does not match
-    else:
+    elif damage == "garbage":
         data = bytearray(b"not a safetensors file")
-    shard.write_bytes(bytes(data))
+    if damage == "swap_keys":  # same rows, same tensor checksum, two keys exchanged: would serve wrong embeddings
+        with safe_open(str(shard), framework="pt") as handle:
+            meta, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+        keys = json.loads(meta["keys"])
+        keys[0], keys[1] = keys[1], keys[0]
+        save_file(tensors, str(shard), metadata={**meta, "keys": json.dumps(keys)})
+    else:
+        shard.write_bytes(bytes(data))
 
     rebuilt = cache.embed(model, dataset)
     assert cache.last.corrupt_rebuilt == 1
@@ -148,3 +158,16 @@ def test_concurrent_writers_keep_every_row(model, dataset, tmp_path):
 def test_default_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DSN_CACHE_DIR", str(tmp_path / "env-cache"))
     assert EmbeddingCache().cache_dir == tmp_path / "env-cache"
+
+
+def test_unusable_cache_locations_get_a_clear_error(model, dataset, tmp_path):
+    from dsn.evaluation.embedding_cache import CacheLocationError
+
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("x")
+    with pytest.raises(CacheLocationError, match="not a folder"):
+        EmbeddingCache(not_a_folder).embed(model, dataset)
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.shard_path(model, dataset).mkdir(parents=True)  # a folder where the shard file belongs
+    with pytest.raises(CacheLocationError, match="is a folder, not a file"):
+        cache.embed(model, dataset)

@@ -204,3 +204,23 @@ def test_protocol_pairs_drive_default_evaluation_pairs(synth_dataset: Path) -> N
     assert pairs == protocol_pairs(images)
     with pytest.raises(ValueError, match="--data"):
         load_images_and_pairs(None, "test")
+
+
+def test_cli_evaluate_reuses_the_embedding_cache_unless_told_not_to(
+    synth_dataset: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DSN_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["evaluate", "--weights", str(tiny_weights), "--data", str(synth_dataset), "--split", "test", "--json", "--no-progress"]
+    runs = []
+    for extra in ([], [], ["--no-cache"]):
+        assert main([*argv, *extra]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    n_images = runs[0]["n_images"]
+    assert runs[0]["embedding_cache"] == {"hits": 0, "misses": n_images}
+    assert runs[1]["embedding_cache"] == {"hits": n_images, "misses": 0}, "the second run reads every embedding back"
+    assert "embedding_cache" not in runs[2]
+    assert runs[0]["metrics"]["eer"] == runs[1]["metrics"]["eer"] == pytest.approx(runs[2]["metrics"]["eer"], abs=1e-9)
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    monkeypatch.setenv("DSN_CACHE_DIR", str(tmp_path / "blocked"))
+    assert main(argv) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: the checksum covers the key -> row mapping and the grid too
 # The modules whose source decides what an embedding is: their code, not their file names, is hashed,
 # so moving a module keeps every cache valid and changing one invalidates it.
 _PIPELINE_MODULES = (preprocess_module, backbone, official, dsi, ink, config, detailsemnet)
@@ -114,12 +114,17 @@ class CacheStats:
         return self.hits / total if total else 0.0
 
 
+class CacheLocationError(ValueError):
+    """The cache folder or a shard path is not usable (a file where a folder belongs, or the reverse)."""
+
+
 class CacheCorrupt(RuntimeError):
     """A shard could not be read back as written (truncated, edited, wrong checksum)."""
 
 
-def _tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
+def _tensor_checksum(tensors: dict[str, torch.Tensor], keys: list[str], grid: tuple[int, int]) -> str:
+    """sha256 over the rows *and* which key each row belongs to: swapped keys must not serve a wrong embedding."""
+    digest = hashlib.sha256(json.dumps({"keys": keys, "grid": list(grid)}).encode())
     for name in _TENSOR_NAMES:
         tensor = tensors[name].contiguous()
         digest.update(f"{name}|{tuple(tensor.shape)}|".encode())
@@ -151,7 +156,7 @@ def _read_shard(path: Path) -> _Shard | None:
             raise CacheCorrupt(f"{path} does not hold this version's tensors")
         if any(tensors[name].shape[0] != len(keys) for name in _TENSOR_NAMES):
             raise CacheCorrupt(f"{path}: row count differs from its key list")
-        if _tensor_checksum(tensors) != meta["checksum"]:
+        if _tensor_checksum(tensors, keys, grid) != meta["checksum"]:
             raise CacheCorrupt(f"{path}: checksum mismatch")
     except CacheCorrupt:
         raise
@@ -173,7 +178,7 @@ def _write_shard(path: Path, shard: _Shard, identity: dict[str, str]) -> None:
         "format": FORMAT_VERSION,
         "keys": json.dumps(shard.keys),
         "grid": json.dumps(list(shard.grid)),
-        "checksum": _tensor_checksum(tensors),
+        "checksum": _tensor_checksum(tensors, shard.keys, tuple(shard.grid)),
     }
     handle, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -230,7 +235,14 @@ class EmbeddingCache:
         if not images:
             raise ValueError("no images to embed")
         path = self.shard_path(model, images)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as err:
+            raise CacheLocationError(
+                f"the embedding cache folder {self.cache_dir} (DSN_CACHE_DIR) is not a folder: {err.strerror.lower()}; point it at a folder"
+            ) from err
+        if path.exists() and not path.is_file():
+            raise CacheLocationError(f"the embedding cache shard {path} is a folder, not a file: remove it")
         keys = [f"{file_sha1(image.path)}-{input_key(model)}" for image in images]
         shard = self._load_or_discard(path, stats)
         index = shard.index() if shard else {}
