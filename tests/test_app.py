@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -211,3 +212,13 @@ def test_the_verdict_says_how_close_the_call_was_in_words() -> None:
     assert plain_reading(far).startswith("The distance is 0.300 above the threshold (75 % of it): rejected, a clear margin")
     page = verdict_html(base)
     assert "verdict-reading" in page and "<abbr title=" in page and "of the 49 patches" in page
+
+
+def test_verify_is_not_stuck_behind_an_attribution(client: Client, pair: dict) -> None:
+    """Attributions run in their own lane: a verify submitted after a long one answers while it still runs."""
+    heavy = client.submit(**pair, method="integrated_gradients", target="total", side="query", steps=256, api_name="/attribute")
+    time.sleep(0.5)  # let the attribution start
+    summary = client.predict(**pair, api_name="/verify")
+    assert summary["verdict"] in ("genuine", "forged")
+    assert not heavy.done(), "verify waited for the attribution to finish"
+    assert heavy.result()["steps"] == 256

@@ -22,8 +22,7 @@ from dsn.inspect.analysis import dsi_stats, match_list
 from dsn.inspect.attribution import MAX_STEPS, METHODS, TARGETS
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
-
-MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}
+from dsn.ui.context import FAST_LANE, SLOW_LANE
 
 
 def attribution_stats(values: np.ndarray) -> dict:
@@ -132,7 +131,7 @@ def build_api(model: DetailSemNet) -> None:
         block = gr.Number(0, label="block", precision=0)
         result = gr.JSON(label="result")
         trigger = gr.Button("api")
-    trigger.click(verify, [reference, query, threshold], result, api_name="verify", **MODEL_JOB)
-    trigger.click(correspondences, [reference, query, top_k, reference_patch], result, api_name="correspondences", **MODEL_JOB)
-    trigger.click(attribute, [reference, query, method, target, side, steps], result, api_name="attribute", **MODEL_JOB)
-    trigger.click(dsi, [reference, query, stage, block], result, api_name="dsi", **MODEL_JOB)
+    trigger.click(verify, [reference, query, threshold], result, api_name="verify", **FAST_LANE)
+    trigger.click(correspondences, [reference, query, top_k, reference_patch], result, api_name="correspondences", **FAST_LANE)
+    trigger.click(attribute, [reference, query, method, target, side, steps], result, api_name="attribute", **SLOW_LANE)
+    trigger.click(dsi, [reference, query, stage, block], result, api_name="dsi", **FAST_LANE)

@@ -21,7 +21,7 @@ from dsn.hub.modelcard import dataset_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze, user_errors
-from dsn.ui.context import MODEL_JOB, PAIR_TAB, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
+from dsn.ui.context import FAST_LANE, PAIR_TAB, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
 from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input, validate_pair
 from dsn.ui.runtime import ModelInfo
 from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
@@ -245,7 +245,7 @@ def _wire_pair(
             api_name=api_name,
             api_visibility=visibility,
             validator=validate_pair,  # a missing image: a message at that input, no error badges over the views
-            **MODEL_JOB,
+            **FAST_LANE,
         )
         step.success(
             correspondence_tab.on_new_pair,
@@ -295,5 +295,5 @@ def launch_options() -> dict:
 
 
 def prepare(demo: gr.Blocks, concurrency: int = 2) -> gr.Blocks:
-    """Queue settings that protect memory: model runs one at a time (MODEL_JOB), light re-renders ``concurrency``, bounded line."""
+    """Queue settings that protect memory: model runs one at a time in each lane (FAST_LANE, SLOW_LANE), light re-renders ``concurrency``, bounded line."""
     return demo.queue(default_concurrency_limit=concurrency, max_size=64)

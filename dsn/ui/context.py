@@ -21,7 +21,10 @@ from dsn.ui.runtime import ModelInfo
 
 PAIR_TAB = "pair"
 STATE_SECONDS = 3600  # a visitor's analysis is dropped after an hour of inactivity
-MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}  # one network run at a time: bounded memory on small machines
+# Two lanes of model work, one run at a time in each: verify and the views computed from it never wait behind
+# an attribution or a dataset evaluation, and memory stays bounded (at most two model runs at once).
+FAST_LANE = {"concurrency_id": "fast-model-lane", "concurrency_limit": 1}  # verify, correspondences, DSI maps
+SLOW_LANE = {"concurrency_id": "slow-model-lane", "concurrency_limit": 1}  # attributions, reference sets, dataset evaluation
 
 
 @dataclass

@@ -21,9 +21,9 @@ from dsn.inspect.attribution import HEAVY, LABELS, METHODS, OCCLUSION_STRIDE, OC
 from dsn.inspect.figures import attribution_figure
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import explain, user_errors
+from dsn.ui.context import SLOW_LANE
 
 BATCH = 16  # dsn.inspect.attribution's CPU batch: the unit of the time estimate
-MODEL_JOB = {"concurrency_id": "model", "concurrency_limit": 1}
 _seconds_per_batch: dict[int, float] = {}  # id(model) -> measured seconds of one forward + backward over BATCH images
 BACKWARD_FACTOR = 3.0  # forward + backward costs about three forwards
 
@@ -78,7 +78,7 @@ class AttributionView:
             [self.result, self.figure, self.stats],
             api_name="attribute_ui",
             api_visibility="undocumented",
-            **MODEL_JOB,
+            **SLOW_LANE,
         )
         self.opacity.change(
             redraw, [analysis, self.result, self.opacity], self.figure, api_visibility="private", trigger_mode="always_last"

@@ -37,7 +37,7 @@ from dsn.inspect.explorer import (
 )
 from dsn.inspect.panels import png_source
 from dsn.ui.compute import user_errors
-from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext, PairContext, TabBuilder
+from dsn.ui.context import SLOW_LANE, STATE_SECONDS, AppContext, PairContext, TabBuilder
 from dsn.ui.inputs import dataset_threshold_slider
 
 TAB_ID = "dataset"
@@ -290,7 +290,7 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
         [state, status, threshold, det, *views],
         api_visibility="private",
         show_progress_on=[status],  # one progress display, not an overlay on every output
-        **MODEL_JOB,
+        **SLOW_LANE,
     )
     threshold.input(rethreshold, [state, threshold, error_limit], [state, *views], api_visibility="private", trigger_mode="always_last")
     error_limit.input(

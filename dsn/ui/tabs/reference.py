@@ -18,7 +18,7 @@ from dsn.inspect.figures import correspondence_figure
 from dsn.inspect.reference_set import MAX_REFERENCES, ReferenceSetResult, verify_against_references
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import require_file, user_errors
-from dsn.ui.context import MODEL_JOB, STATE_SECONDS, AppContext
+from dsn.ui.context import SLOW_LANE, STATE_SECONDS, AppContext
 from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.runtime import gpu
 
@@ -170,7 +170,7 @@ def build_reference_tab(context: AppContext) -> None:
         return reference, current.query_path
 
     compare.click(
-        run, [query, references, threshold], [state, decision, gallery, table, chosen, figure], api_visibility="private", **MODEL_JOB
+        run, [query, references, threshold], [state, decision, gallery, table, chosen, figure], api_visibility="private", **SLOW_LANE
     )
     threshold.input(
         rethreshold, [state, threshold], [state, decision, gallery, table], api_visibility="private", trigger_mode="always_last"
