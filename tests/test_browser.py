@@ -12,7 +12,7 @@ import pytest
 from dsn.tools.screenshot import CHROMIUM, chromium, open_example, serve, show_view
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 if not CHROMIUM.exists():
@@ -29,21 +29,22 @@ VIEWS = [
 
 
 @pytest.fixture(scope="module")
-def browser_session() -> Iterator[tuple[Page, list[str]]]:
+def browser_session() -> Iterator[tuple[Browser, str]]:
     ARTIFACTS.mkdir(exist_ok=True)
     with serve() as (_, url), chromium() as browser:
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(url)
-        yield page, errors
+        yield browser, url
 
 
 @pytest.fixture
-def page(browser_session: tuple[Page, list[str]]) -> Iterator[Page]:
-    """The shared page; every test fails if the page threw a JavaScript error meanwhile."""
-    page, errors = browser_session
+def page(browser_session: tuple[Browser, str]) -> Iterator[Page]:
+    """A fresh page per test (tests do not depend on each other's order); fails on any JavaScript error."""
+    browser, url = browser_session
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
     yield page
+    page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
@@ -67,6 +68,7 @@ def test_example_pair_renders_every_view(page: Page) -> None:
 
 
 def test_integrated_gradients_reports_time_and_convergence(page: Page) -> None:
+    open_example(page)
     page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
     page.locator("#attr-method").click()
     page.get_by_role("option", name="Integrated Gradients").click()
@@ -80,6 +82,7 @@ def test_integrated_gradients_reports_time_and_convergence(page: Page) -> None:
 
 
 def test_clicking_a_patch_highlights_its_matches(page: Page) -> None:
+    open_example(page)
     show_view(page, "Patch correspondences", "correspondence-plot")
     before = page.locator("#patch-select input").input_value()
     title = "() => document.querySelector('#correspondence-plot .gtitle').textContent"
@@ -97,6 +100,7 @@ def test_clicking_a_patch_highlights_its_matches(page: Page) -> None:
 
 
 def test_threshold_slider_redecides(page: Page) -> None:
+    open_example(page, "writer 1: genuine pair")
     page.locator("#view-tabs").get_by_role("tab", name="Verdict").click()
     number = page.locator("#threshold input[type=number]")
     number.fill("0")
@@ -108,6 +112,7 @@ def test_threshold_slider_redecides(page: Page) -> None:
 
 
 def test_missing_input_shows_an_error_and_the_page_survives(page: Page) -> None:
+    open_example(page)
     page.locator("#query-tabs").get_by_role("tab", name="Upload").click()
     page.locator("#query-upload button[aria-label='Remove Image']").click()
     page.click("#verify-button")
@@ -116,7 +121,8 @@ def test_missing_input_shows_an_error_and_the_page_survives(page: Page) -> None:
 
 
 def test_drawn_signatures_can_be_verified(page: Page) -> None:
-    """Last: the two drawing canvases keep repainting in software GL and slow the page down."""
+    """The two drawing canvases keep repainting in software GL and slow the page down: hence the long timeouts."""
+    open_example(page)
     for side, phase in (("reference", 0.0), ("query", 0.7)):
         page.locator(f"#{side}-tabs").get_by_role("tab", name="Draw").click()
         canvas = page.locator(f"#{side}-draw canvas").first

@@ -82,7 +82,8 @@ def correspondence_figure(
     if highlight is not None and not 0 <= highlight < n:
         raise ValueError(f"highlight must be a reference token index in [0, {n}), got {highlight}")
     ref = ImagePanel(analysis.reference, 0.0, background)
-    panels = {"reference": ref, "query": ImagePanel(analysis.query, ref.width + GAP, background)}
+    gap = GAP if background == "model" else 3 * GAP  # originals fill their panel edge to edge: keep the grids apart
+    panels = {"reference": ref, "query": ImagePanel(analysis.query, ref.width + gap, background)}
     centres = {side: panels[side].place(ink_token_centres(analysis, side)) for side in SIDES}
     cost = analysis.cost
     share = analysis.plan / max(float(analysis.plan.sum()), 1e-12)
@@ -94,11 +95,11 @@ def correspondence_figure(
     for i, j in entries:
         strength, selected = float(share[i, j]) / strongest, (i, j) in bold
         colour = sample_colorscale(COST_COLORSCALE, [min(float(cost[i, j]) / cost_max, 1.0)])[0]
-        opacity = 1.0 if selected else 0.08 if highlight is not None else 0.35 + 0.65 * strength
+        opacity = 1.0 if selected else 0.08 if highlight is not None else 0.25 + 0.5 * strength  # thin ink stays visible
         x, y = _arc(centres["reference"][i], centres["query"][j])
         text = f"reference patch {analysis.token_label(i)} → query patch {analysis.token_label(j)}<br>"
         text += f"mass: {100 * share[i, j]:.2f}% of total<br>cost (1 − cos): {cost[i, j]:.3f}<extra></extra>"
-        line = dict(color=colour, width=(1.0 + 6.0 * strength) * (1.6 if selected else 1.0))
+        line = dict(color=colour, width=(1.0 + 4.0 * strength) * (1.6 if selected else 1.0))
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="match", line=line, opacity=opacity, hovertemplate=text, showlegend=False))
     for side, patch_share in zip(SIDES, structural_shares(analysis)):
         ink = np.flatnonzero(analysis.ink(side))
@@ -149,8 +150,8 @@ def plan_heatmap(analysis: PairAnalysis) -> go.Figure:
         hovertemplate="reference patch %{y}<br>query patch %{x}<br>mass: %{z:.2f}% of total<br>cost (1 − cos): %{customdata:.3f}<extra></extra>",
     )
     fig = go.Figure(heatmap)
-    fig.update_xaxes(title="query ink patch (row, col)", type="category", tickangle=-60, tickfont_size=10)
-    fig.update_yaxes(title="reference ink patch (row, col)", type="category", autorange="reversed", tickfont_size=10)
+    fig.update_xaxes(title="query ink patch (row, col)", type="category", tickangle=-60, tickfont_size=12)
+    fig.update_yaxes(title="reference ink patch (row, col)", type="category", autorange="reversed", tickfont_size=12)
     title = f"Transport plan: {len(ref_ink)} × {len(query_ink)} ink patches (each row sends {100 / max(len(ref_ink), 1):.1f}% of the mass)"
     return _finish(fig, analysis, title, 520)
 
