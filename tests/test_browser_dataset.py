@@ -116,25 +116,6 @@ def test_evaluate_small_dataset_and_open_an_error(app_url):
             assert page.locator("#dataset-writers").get_by_text("16", exact=True).count() >= 1
             page.screenshot(path=str(ARTIFACTS / "dataset-explorer.png"), full_page=True)
 
-            # a threshold picked with the slider is reported as the user's, not as the checkpoint's
-            number = page.locator("#dataset-threshold input[type=number]")
-            number.fill("0.3")
-            number.press("Enter")
-            page.wait_for_function("() => document.querySelector('#dataset-metrics').innerText.includes('chosen by the user')")
-
-            # open the worst false accept: its ground truth, names and the explorer's threshold come with it
-            accept_cells = accepts.locator("[role=gridcell]")
-            accept_cells.first.wait_for()
-            query_name = accept_cells.nth(ERROR_COLUMNS.index("query")).inner_text()
-            accept_cells.first.click()
-            context = page.locator("#pair-context")
-            context.wait_for()
-            assert "known forgery" in context.inner_text() and query_name in context.inner_text()
-            assert "threshold 0.300" in context.inner_text()
-            page.locator("#verdict-banner").wait_for()
-            assert "threshold 0.300" in page.locator("#verdict-banner").inner_text(), "judged at the explorer's threshold"
-            page.get_by_role("tab", name="Dataset explorer").click()
-
             # open the worst false reject (a genuine-genuine pair) in the pair views
             cells = rejects.locator("[role=gridcell]")
             table_distance = float(cells.nth(ERROR_COLUMNS.index("distance")).inner_text())
@@ -146,5 +127,27 @@ def test_evaluate_small_dataset_and_open_an_error(app_url):
             assert abs(shown - table_distance) <= 1e-3  # the same pair, the same distance (both rounded for display)
             page.locator("#reference-upload img").first.wait_for()
             page.screenshot(path=str(ARTIFACTS / "dataset-explorer-opened-pair.png"), full_page=True)
+            page.get_by_role("tab", name="Dataset explorer").click()
+
+            # a threshold picked with the slider is reported as the user's, not as the checkpoint's
+            number = page.locator("#dataset-threshold input[type=number]")
+            number.fill("0.3")
+            number.press("Enter")
+            page.wait_for_function(
+                "() => document.querySelector('#dataset-metrics').textContent.includes('chosen by the user')", timeout=60_000
+            )
+
+            # open the worst false accept: its ground truth, names and the explorer's threshold come with it
+            accept_cells = accepts.locator("[role=gridcell]")
+            accept_cells.first.wait_for()
+            query_name = accept_cells.nth(ERROR_COLUMNS.index("query")).inner_text()
+            accept_cells.first.click()
+            context = page.locator("#pair-context")
+            context.wait_for()
+            assert "known forgery" in context.inner_text() and query_name in context.inner_text()
+            assert "threshold 0.300" in context.inner_text()
+            # judged at the explorer's threshold, not the checkpoint's
+            page.wait_for_function("() => document.querySelector('#verdict-banner').innerText.includes('threshold 0.300')", timeout=60_000)
+
         finally:
             browser.close()
