@@ -95,7 +95,9 @@ def correspondence_figure(
     for i, j in entries:
         strength, selected = float(share[i, j]) / strongest, (i, j) in bold
         colour = sample_colorscale(COST_COLORSCALE, [min(float(cost[i, j]) / cost_max, 1.0)])[0]
-        opacity = 1.0 if selected else 0.08 if highlight is not None else 0.32 + 0.63 * strength  # weak matches fade: thin ink stays visible
+        opacity = (
+            1.0 if selected else 0.08 if highlight is not None else 0.32 + 0.63 * strength
+        )  # weak matches fade: thin ink stays visible
         x, y = _arc(centres["reference"][i], centres["query"][j])
         text = f"reference patch {analysis.token_label(i)} → query patch {analysis.token_label(j)}<br>"
         text += f"mass: {100 * share[i, j]:.2f}% of total<br>cost (1 − cos): {cost[i, j]:.3f}<extra></extra>"
