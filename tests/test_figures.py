@@ -111,6 +111,8 @@ def test_dsi_figure_for_a_pooling_and_a_non_pooling_stage(analysis: PairAnalysis
     assert max(float(np.max(t.z)) for t in heatmaps) == pytest.approx(1.0)
     assert np.asarray(traces(pooled, "reference detail_input")[0].z).shape == (56, 56)
     assert "4×4" in pooled.layout.title.text and not pooled.layout.annotations[-1].text.startswith("This stage does not pool")
+    widths = [v["domain"][1] - v["domain"][0] for k, v in pooled.layout.to_plotly_json().items() if k.startswith("xaxis")]
+    assert len(widths) == 12 and min(widths) > 0.25, "three maps a row, large enough to read (six in a row were ~80 px)"
     flat = figures.dsi_figure(analysis, stage=3, block=0)
     assert "no pooling" in flat.layout.title.text
     assert any(a.text.startswith("This stage does not pool") for a in flat.layout.annotations)

@@ -195,51 +195,56 @@ def structural_share_figure(analysis: PairAnalysis) -> go.Figure:
 # ----------------------------------------------------------------------------- DSI
 
 _DSI_PARTS = (
-    ("semantic_input", "semantic input<br>(pooled)"),
-    ("detail_input", "detail input<br>(x − pooled)"),
-    ("detail_conv", "Detail-<br>Conv"),
-    ("salient_conv", "Salient-<br>Conv"),
-    ("semantics_attend", "Semantics-<br>Attend"),
+    ("semantic_input", "semantic (pooled)"),
+    ("detail_input", "detail (x − pooled)"),
+    ("detail_conv", "DetailConv"),
+    ("salient_conv", "SalientConv"),
+    ("semantics_attend", "SemanticsAttend"),
 )
 
 
 def dsi_figure(analysis: PairAnalysis, stage: int, block: int) -> go.Figure:
     """Channel energy (RMS over channels) of what one DSI saw and produced, for both images.
 
-    Each column is divided by its maximum over both images, so reference and
+    Each part is divided by its maximum over both images, so reference and
     query are directly comparable while columns of very different magnitude
     stay readable; hover gives the column maximum for absolute values.
     """
     maps = {side: find_maps(analysis, side, stage, block) for side in SIDES}
-    fig = make_subplots(
-        rows=2, cols=6, subplot_titles=["model input"] + [t for _, t in _DSI_PARTS], horizontal_spacing=0.015, vertical_spacing=0.05
-    )
+
+    # three panels a row, two rows per image: each map is drawn large enough to read (six in a row were ~80 px)
+    def cell(side: int, part: int) -> tuple[int, int]:
+        return 2 * side + part // 3 + 1, part % 3 + 1
+
+    short = ["model input"] + [name for _, name in _DSI_PARTS]
+    titles = [f"<b>{SIDES[r // 2]}</b>: {short[3 * (r % 2)]}" if c == 0 else short[3 * (r % 2) + c] for r in range(4) for c in range(3)]
+    fig = make_subplots(rows=4, cols=3, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.06)
     size = analysis.reference.image.shape[0]
-    for col, (field, _) in enumerate(_DSI_PARTS, start=2):
+    for part, (field, _) in enumerate(_DSI_PARTS, start=1):
         energies = [channel_energy(getattr(maps[side], field)) for side in SIDES]
         scale = max(max(float(e.max()) for e in energies), 1e-30)
-        for row, (side, energy) in enumerate(zip(SIDES, energies), start=1):
+        for index, (side, energy) in enumerate(zip(SIDES, energies)):
             step = size / energy.shape[1]  # model pixels per feature-map cell, so maps line up with the input
-            name = dict(_DSI_PARTS)[field].replace("<br>", " ")
+            name = dict(_DSI_PARTS)[field]
             hover = f"{side}: {name}<br>RMS %{{z:.0%}} of the column max ({scale:.3g})<extra></extra>"
             heat = go.Heatmap(z=(energy / scale).astype(np.float32), x0=step / 2, dx=step, y0=step / 2, dy=step, coloraxis="coloraxis")
+            row, col = cell(index, part)
             fig.add_trace(heat.update(name=f"{side} {field}", hovertemplate=hover), row=row, col=col)
-    for row, side in enumerate(SIDES, start=1):
-        fig.add_trace(ImagePanel(analysis.preprocessed(side)).trace(f"{side} image"), row=row, col=1)
+    for index, side in enumerate(SIDES):
+        row, col = cell(index, 0)
+        fig.add_trace(ImagePanel(analysis.preprocessed(side)).trace(f"{side} image"), row=row, col=col)
     fig.update_layout(coloraxis=dict(colorscale="Magma", cmin=0.0, cmax=1.0, colorbar=_colorbar("RMS over<br>channels<br>(÷ column max)")))
     _image_axes(fig)
     for k in range(2, 13):
         fig.update_yaxes(scaleanchor=f"x{k}", selector=dict(anchor=f"x{k}"))
     fig.update_yaxes(scaleanchor="x", selector=dict(anchor="x"))
-    for row, side in enumerate(SIDES, start=1):
-        fig.update_yaxes(visible=True, showticklabels=False, showline=False, title_text=f"<b>{side}</b>", row=row, col=1)
     pool, grid = maps["reference"].pool_size, maps["reference"].detail_input.shape[-1]
     title = f"DSI stage {stage + 1}, block {block + 1} ({grid}×{grid} grid): "
     if pool > 1:
-        return _finish(fig, analysis, title + f"semantic branch = {pool}×{pool} average pool, detail = the rest", 440, top=110)
+        return _finish(fig, analysis, title + f"semantic branch = {pool}×{pool} average pool, detail = the rest", 980, top=110)
     note = "This stage does not pool: there is no frequency split, the semantic and detail inputs are the same features."
     fig.add_annotation(text=note, xref="paper", yref="paper", x=0.5, y=-0.03, yanchor="top", showarrow=False, font_color="#8a5a00")
-    return _finish(fig, analysis, title + "no pooling, no frequency split", 460, top=110, bottom=45)
+    return _finish(fig, analysis, title + "no pooling, no frequency split", 1000, top=110, bottom=45)
 
 
 def frequency_profile_figure(analysis: PairAnalysis, stage: int, block: int) -> go.Figure:
