@@ -158,6 +158,7 @@ class PairAnalysis:
     seconds: float  # wall time of preprocessing + model
     untrained: bool  # the model has no trained weights: its verdicts mean nothing
     threshold_source: str = "checkpoint"  # or "given": a threshold the caller chose
+    input_warnings: dict[str, list[str]] | None = None  # per side, from dsn.data.handwriting; None: not checked yet
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -203,7 +204,7 @@ class PairAnalysis:
     def summary(self) -> dict:
         """The verification schema: every caller (CLI, JSON API, app) reports these keys."""
         record = verification_record(self.verification, 0, self.threshold, self.threshold_source, self.untrained, self.seconds)
-        record["input_warnings"] = {side: handwriting_warnings(self.preprocessed(side).image) for side in SIDES}
+        record["input_warnings"] = self.input_warnings if self.input_warnings is not None else input_warnings(self.reference, self.query)
         return record
 
 
@@ -229,6 +230,11 @@ def verification_record(v: Verification, index: int, threshold: float, threshold
         "seconds": float(seconds),
         "untrained": bool(untrained),
     }
+
+
+def input_warnings(reference: Preprocessed, query: Preprocessed) -> dict[str, list[str]]:
+    """Why either input may not be a handwritten signature (checked once per pair, not per re-threshold)."""
+    return {side: handwriting_warnings(image.image) for side, image in zip(SIDES, (reference, query), strict=True)}
 
 
 def checked_threshold(threshold: float) -> float:
@@ -271,6 +277,7 @@ def analyze_pair(
         seconds=time.perf_counter() - start,
         untrained=is_untrained(model),
         threshold_source="checkpoint" if threshold is None else "given",
+        input_warnings=input_warnings(reference, query),
     )
 
 

@@ -64,6 +64,8 @@ def test_after_an_example_the_verdict_is_in_view_under_its_ground_truth(page: Pa
     assert 0 <= top < height - 60, f"verdict at y={top:.0f} of a {height} px window"
     context = page.locator("#pair-context").inner_text()
     assert "forgery" in context and "writer1_forged.png" in context
+    page.click("#verify-button")  # the user's own verification: the example's ground truth no longer applies
+    page.wait_for_selector("#pair-context", state="detached", timeout=30_000)
 
 
 def test_no_tab_scrolls_sideways(page: Page) -> None:

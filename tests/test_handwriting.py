@@ -66,3 +66,16 @@ def test_the_verdict_carries_the_warning(tmp_path: Path, capsys: pytest.CaptureF
     assert "Warning:    the query may not be a handwritten signature" in capsys.readouterr().out
     assert main(["verify", str(ref), str(query), "--weights", str(weights), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_warnings"]["query"]
+
+
+def test_the_check_runs_once_per_pair_not_on_every_rethreshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsn.inference as inference
+
+    calls = []
+    real = inference.handwriting_warnings
+    monkeypatch.setattr(inference, "handwriting_warnings", lambda image: calls.append(1) or real(image))
+    analysis = analyze_pair(DetailSemNet().eval(), SyntheticWriter(3).genuine(0), noise(), with_maps=False)
+    assert len(calls) == 2  # reference and query
+    for threshold in (0.1, 0.2, 0.3):
+        assert analysis.with_threshold(threshold).summary()["input_warnings"]["query"]
+    assert len(calls) == 2, "re-deciding at another threshold must not re-check the images"

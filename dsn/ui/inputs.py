@@ -104,7 +104,7 @@ def chosen_image(name: str, upload: str | None, drawing: dict | None, mode: str)
 
 
 def missing_input(name: str, upload: str | None, drawing: dict | None, mode: str) -> str | None:
-    """What is missing from one signature input ("" or None when it is there), checked before any model run."""
+    """What is missing from one signature input (None when it is there), checked before any model run."""
     try:
         chosen_image(name, upload, drawing, mode)
     except PreprocessError as error:
