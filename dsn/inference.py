@@ -145,6 +145,29 @@ def load_verifier(weights: str | None) -> DetailSemNet:
 
 
 # ----------------------------------------------------------------------------- one pair
+def array_bytes(value: object) -> int:
+    """Bytes held by the tensors and arrays inside ``value`` (dataclasses, lists, tuples, dicts), each counted once."""
+    seen: set[int] = set()
+
+    def walk(item: object) -> int:
+        if id(item) in seen:
+            return 0
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            return item.element_size() * item.nelement()
+        if isinstance(item, np.ndarray):
+            return item.nbytes
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return sum(walk(getattr(item, f.name)) for f in dataclasses.fields(item))
+        if isinstance(item, (list, tuple)):
+            return sum(walk(x) for x in item)
+        if isinstance(item, dict):
+            return sum(walk(x) for x in item.values())
+        return 0
+
+    return walk(value)
+
+
 @dataclass
 class PairAnalysis:
     """A verified pair (batch of one) with the DSI maps of both images."""
@@ -182,6 +205,11 @@ class PairAnalysis:
 
     def preprocessed(self, side: str) -> Preprocessed:
         return self.reference if check_side(side) == "reference" else self.query
+
+    @property
+    def nbytes(self) -> int:
+        """Memory its arrays hold (the uploaded originals and DSI maps dominate), for caches bounded by bytes."""
+        return array_bytes(self)
 
     def ink(self, side: str) -> np.ndarray:
         """(N,) bool: tokens that take part in the matching."""

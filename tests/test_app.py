@@ -222,3 +222,58 @@ def test_verify_is_not_stuck_behind_an_attribution(client: Client, pair: dict) -
     assert summary["verdict"] in ("genuine", "forged")
     assert not heavy.done(), "verify waited for the attribution to finish"
     assert heavy.result()["steps"] == 256
+
+
+def _running(label: str, seconds: float = 120.0):
+    """The running job with this label once it has started computing (its progress checks grow)."""
+    from dsn.ui.jobs import JOBS
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        jobs = [job for job in JOBS.running() if job.label == label and job.checks > 0]
+        if jobs:
+            return jobs[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no {label!r} job started")
+
+
+def _assert_stops(job, seconds: float = 60.0) -> None:
+    """The job's thread returns, and its progress checks stop growing: the computation has really ended."""
+    from dsn.ui.jobs import JOBS
+
+    assert job.finished.wait(seconds), "the stopped attribution kept computing"
+    checks = job.checks
+    time.sleep(1.0)
+    assert job.checks == checks
+    assert job not in JOBS.running()
+
+
+@pytest.mark.slow
+def test_a_cancelled_attribution_stops_computing(client: Client, pair: dict) -> None:
+    heavy = client.submit(**pair, method="integrated_gradients", target="total", side="query", steps=256, api_name="/attribute")
+    job = _running("Integrated Gradients")
+    assert not job.finished.is_set()
+    heavy.cancel()
+    _assert_stops(job)
+    assert job.reason == "cancelled"
+    # The lane is free again: the next attribution runs to its end.
+    assert client.predict(**pair, method="saliency", target="total", side="query", steps=1, api_name="/attribute")["method"] == "saliency"
+
+
+@pytest.mark.slow
+def test_a_visitor_who_leaves_stops_their_work(client: Client, pair: dict) -> None:
+    """What the app runs when a tab closes (``demo.unload``) stops that visitor's attribution, and nobody else's."""
+    import gradio as gr
+
+    from dsn.ui.app import forget_visitor
+
+    heavy = client.submit(**pair, method="integrated_gradients", target="total", side="query", steps=256, api_name="/attribute")
+    job = _running("Integrated Gradients")
+    forget_visitor(gr.Blocks(), gr.Request(session_hash="someone-else"))
+    time.sleep(0.5)
+    assert not job.stopped
+    forget_visitor(gr.Blocks(), gr.Request(session_hash=client.session_hash))
+    _assert_stops(job)
+    assert job.reason == "left"
+    with pytest.raises(Exception):  # noqa: B017 (the client reports the server's error as its own type)
+        heavy.result()

@@ -19,10 +19,11 @@ import numpy as np
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.analysis import dsi_stats, match_list
-from dsn.inspect.attribution import MAX_STEPS, METHODS, TARGETS
+from dsn.inspect.attribution import LABELS, MAX_STEPS, METHODS, TARGETS, Attribution
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
-from dsn.ui.context import FAST_LANE, SLOW_LANE
+from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
+from dsn.ui.jobs import Job, run_job
 
 
 def attribution_stats(values: np.ndarray) -> dict:
@@ -89,7 +90,7 @@ def build_api(model: DetailSemNet) -> None:
                 "matches": match_list(analysis, whole(top_k, "top_k", 1, tokens * tokens, 30), None if patch < 0 else patch),
             }
 
-    def attribute(reference: str, query: str, method: str, target: str, side: str, steps: float) -> dict:
+    async def attribute(reference: str, query: str, method: str, target: str, side: str, steps: float, request: gr.Request) -> dict:
         """An attribution map of the distance w.r.t. one image: stats, and the map as a signed grey PNG."""
         with user_errors():
             if method not in METHODS:
@@ -98,7 +99,13 @@ def build_api(model: DetailSemNet) -> None:
                 raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
             if side not in ("query", "reference"):
                 raise ValueError(f"side must be 'query' or 'reference', got {side!r}")
-            result = explain(model, pair(reference, query), method, target, side, whole(steps, "steps", 1, MAX_STEPS, 32))
+            count = whole(steps, "steps", 1, MAX_STEPS, 32)
+
+        def work(job: Job) -> Attribution:
+            with user_errors():
+                return explain(model, pair(reference, query), method, target, side, count, job.progress())
+
+        result = await run_job(LABELS.get(method, method), BUDGET_S["attribution"], request, work)
         return {
             "method": result.method,
             "target": result.target,

@@ -21,9 +21,10 @@ from dsn.hub.modelcard import dataset_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze, user_errors
-from dsn.ui.context import FAST_LANE, PAIR_TAB, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
+from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
 from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input, validate_pair
-from dsn.ui.runtime import ModelInfo
+from dsn.ui.jobs import JOBS, session_of
+from dsn.ui.runtime import ModelInfo, release_memory
 from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
 from dsn.ui.tabs import correspondence as correspondence_tab
 from dsn.ui.tabs import detail as detail_tab
@@ -198,6 +199,11 @@ def build_app(
         with main_tabs:
             for add_tab in tabs:
                 add_tab(context)
+
+        def leave(request: gr.Request) -> None:
+            forget_visitor(demo, request)
+
+        demo.unload(leave)
     return demo
 
 
@@ -289,9 +295,33 @@ def _wire_pair(
     return verify_on
 
 
+def forget_visitor(demo: gr.Blocks, request: gr.Request) -> None:
+    """A visitor closed or reloaded the tab: stop their heavy work and free their stored analyses now.
+
+    Gradio itself keeps a closed session's state for another hour.
+    """
+    session = session_of(request)
+    JOBS.stop_session(session)
+    holder = getattr(demo, "state_holder", None)
+    if holder is not None and session:
+        holder.delete_state(session)
+    release_memory()
+
+
 def launch_options() -> dict:
-    """Arguments for ``demo.launch`` that belong to the look (Gradio 6 takes css/theme/js there, not in Blocks)."""
-    return {"css": CSS, "theme": theme(), "js": CLICK_JS, "max_file_size": "20mb", "show_error": True}
+    """Arguments for ``demo.launch``: the look (Gradio 6 takes css/theme/js there, not in Blocks) and memory bounds.
+
+    Gradio keeps per-visitor state for its 10,000 most recent sessions; one visitor's
+    analysis alone is over 11 MB, so the server keeps the newest SESSION_CAPACITY.
+    """
+    return {
+        "css": CSS,
+        "theme": theme(),
+        "js": CLICK_JS,
+        "max_file_size": "20mb",
+        "show_error": True,
+        "state_session_capacity": SESSION_CAPACITY,
+    }
 
 
 def prepare(demo: gr.Blocks, concurrency: int = 2) -> gr.Blocks:

@@ -22,7 +22,7 @@ from dsn.data.preprocess import PreprocessError
 from dsn.inference import PairAnalysis, analyze_pair
 from dsn.inspect.attribution import Attribution, attribute
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.ui.runtime import gpu
+from dsn.ui.runtime import gpu, release_memory
 
 
 @contextlib.contextmanager
@@ -39,7 +39,10 @@ def user_errors() -> Iterator[None]:
 @gpu
 def analyze(model: DetailSemNet, reference: object, query: object, threshold: float | None = None) -> PairAnalysis:
     """Preprocess + one backbone pass over both images (see ``dsn.inspect.analysis.analyze_pair``)."""
-    return analyze_pair(model, reference, query, threshold=threshold)
+    try:
+        return analyze_pair(model, reference, query, threshold=threshold)
+    finally:
+        release_memory()
 
 
 @gpu
@@ -64,16 +67,26 @@ def require_file(value: object, name: str) -> str | np.ndarray:
 
 
 class AnalysisCache:
-    """The last few API analyses, keyed by the two files' contents.
+    """The last few API analyses, keyed by the two files' contents, within ``max_bytes``.
 
     A script that asks /verify, then /correspondences, then /attribute for the
-    same pair pays for the backbone once. Thresholds are applied on top.
+    same pair pays for the backbone once. Thresholds are applied on top. An
+    analysis weighs about 11 MB at 224 px plus its two uploaded originals, so
+    the bound is in bytes, not entries; the newest analysis is always kept.
     """
 
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 96 * 2**20) -> None:
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, str], PairAnalysis] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(item.nbytes for item in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     @staticmethod
     def _digest(path: str) -> str:
@@ -91,6 +104,7 @@ class AnalysisCache:
         result = analyze(model, reference, query)
         with self._lock:
             self._items[key] = result
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            total = sum(item.nbytes for item in self._items.values())
+            while len(self._items) > 1 and total > self.max_bytes:
+                total -= self._items.popitem(last=False)[1].nbytes
         return result

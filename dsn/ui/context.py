@@ -21,10 +21,14 @@ from dsn.ui.runtime import ModelInfo
 
 PAIR_TAB = "pair"
 STATE_SECONDS = 3600  # a visitor's analysis is dropped after an hour of inactivity
+SESSION_CAPACITY = 64  # visitors whose state the server keeps (the oldest is dropped first): about 1 GB at most
 # Two lanes of model work, one run at a time in each: verify and the views computed from it never wait behind
 # an attribution or a dataset evaluation, and memory stays bounded (at most two model runs at once).
 FAST_LANE = {"concurrency_id": "fast-model-lane", "concurrency_limit": 1}  # verify, correspondences, DSI maps
 SLOW_LANE = {"concurrency_id": "slow-model-lane", "concurrency_limit": 1}  # attributions, reference sets, dataset evaluation
+# Longest a slow-lane request may compute before it is stopped (dsn.ui.jobs): a generous multiple of what the
+# heaviest allowed request takes on a 2-core CPU, so only a stuck or abusive request ever reaches it.
+BUDGET_S = {"attribution": 240.0, "reference set": 120.0, "dataset evaluation": 900.0}
 
 
 @dataclass

@@ -21,7 +21,8 @@ from dsn.inspect.attribution import HEAVY, LABELS, METHODS, OCCLUSION_STRIDE, OC
 from dsn.inspect.figures import attribution_figure
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import explain, user_errors
-from dsn.ui.context import SLOW_LANE
+from dsn.ui.context import BUDGET_S, SLOW_LANE
+from dsn.ui.jobs import Job, run_job
 
 BATCH = 16  # dsn.inspect.attribution's CPU batch: the unit of the time estimate
 _seconds_per_batch: dict[int, float] = {}  # id(model) -> measured seconds of one forward + backward over BATCH images
@@ -54,20 +55,25 @@ class AttributionView:
         """Connect the controls; ``analysis`` is the app's current pair."""
         self.model = model
 
-        def run(
+        async def run(
             pair: PairAnalysis | None,
             method: str,
             target: str,
             side: str,
             steps: float,
             opacity: float,
+            request: gr.Request,
             progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio injects progress through this default)
         ) -> tuple:
             if pair is None:
                 raise gr.Error("Verify a pair first; attributions explain the pair on screen.")
             progress(0.0, desc=f"{LABELS.get(method, method)}: starting")
-            with user_errors():
-                result = explain(model, pair, method, target, side, int(steps), lambda f, text: progress(f, desc=text))
+
+            def work(job: Job) -> Attribution:
+                with user_errors():
+                    return explain(model, pair, method, target, side, int(steps), job.progress(progress))
+
+            result = await run_job(LABELS.get(method, method), BUDGET_S["attribution"], request, work)
             record_cost(model, pair, method, int(steps), result.seconds)
             figure = attribution_figure(result, pair.preprocessed(side).image, float(opacity))
             return result, figure, stats_markdown(result, pair)

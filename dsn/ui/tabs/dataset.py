@@ -37,8 +37,9 @@ from dsn.inspect.explorer import (
 )
 from dsn.inspect.panels import png_source
 from dsn.ui.compute import user_errors
-from dsn.ui.context import SLOW_LANE, STATE_SECONDS, AppContext, PairContext, TabBuilder
+from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext, PairContext, TabBuilder
 from dsn.ui.inputs import dataset_threshold_slider
+from dsn.ui.jobs import Job, run_job
 
 TAB_ID = "dataset"
 THUMB_HEIGHT = 40
@@ -239,28 +240,25 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
         files = gr.File(file_count="multiple", label="Report files", interactive=False, elem_id="dataset-files")
         export_note = gr.Markdown()
 
-    def evaluate_dataset(
+    async def evaluate_dataset(
         name: str,
         split_name: str,
         limit: float | None,
         current: float,
         rows: float,
+        request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
-        try:
-            with user_errors():
-                exploration = explore(
-                    model,
-                    name,
-                    roots,
-                    split_name,
-                    int(limit or 0) or None,
-                    float(current),
-                    cache_dir,
-                    progress=lambda fraction, text: progress(fraction, desc=text),
-                )
-        except PermissionError as error:
-            raise gr.Error(str(error), title="Not allowed", print_exception=False) from error
+        def work(job: Job) -> Exploration:
+            try:
+                with user_errors():
+                    return explore(
+                        model, name, roots, split_name, int(limit or 0) or None, float(current), cache_dir, progress=job.progress(progress)
+                    )
+            except PermissionError as error:
+                raise gr.Error(str(error), title="Not allowed", print_exception=False) from error
+
+        exploration = await run_job("The evaluation", BUDGET_S["dataset evaluation"], request, work)
         top = float(exploration.result.scores.distance.max())
         slider = gr.Slider(maximum=round(max(2.0, 3.0 * default_threshold, 1.05 * top), 2), value=float(current))
         figs = figures(exploration.result)

@@ -18,8 +18,9 @@ from dsn.inspect.figures import correspondence_figure
 from dsn.inspect.reference_set import MAX_REFERENCES, ReferenceSetResult, verify_against_references
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import require_file, user_errors
-from dsn.ui.context import SLOW_LANE, STATE_SECONDS, AppContext
+from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext
 from dsn.ui.inputs import dataset_threshold_slider
+from dsn.ui.jobs import Job, run_job
 from dsn.ui.runtime import gpu
 
 TAB_ID = "references"
@@ -131,11 +132,16 @@ def build_reference_tab(context: AppContext) -> None:
                 figure = gr.Plot(label="Patch correspondences", elem_id="refset-correspondence")
                 open_pair = gr.Button("Open this reference and the query in the pair views", elem_id="refset-open")
 
-    def run(query_path: str | None, reference_files: list | None, value: float) -> tuple:
+    async def run(query_path: str | None, reference_files: list | None, value: float, request: gr.Request) -> tuple:
         with user_errors():
             query_file = str(require_file(query_path, "query"))
-            paths = [str(getattr(f, "name", f)) for f in (reference_files or [])]
-            result = compare_set(model, query_file, paths, float(value))
+        paths = [str(getattr(f, "name", f)) for f in (reference_files or [])]
+
+        def work(job: Job) -> ReferenceSetResult:
+            with user_errors():
+                return compare_set(model, query_file, paths, float(value))
+
+        result = await run_job("The comparison", BUDGET_S["reference set"], request, work)
         closest = result.closest
         figure_ = correspondence_figure(result.pair(closest))
         return (
