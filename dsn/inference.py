@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from dsn.data.handwriting import handwriting_warnings
-from dsn.data.preprocess import Preprocessed, preprocess
+from dsn.data.preprocess import Preprocessed, PreprocessError, preprocess
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
 from dsn.model.matching import Transport
@@ -112,11 +112,19 @@ def compare(model: DetailSemNet, reference: Embedding, query: Embedding) -> Veri
     )
 
 
-def load_input(model: DetailSemNet, source: object) -> Preprocessed:
-    """A source (path, bytes, array, PIL image or ``Preprocessed``) as this model's input."""
+def load_input(model: DetailSemNet, source: object, label: str | None = None) -> Preprocessed:
+    """A source (path, bytes, array, PIL image or ``Preprocessed``) as this model's input.
+
+    With a ``label`` (e.g. "Reference image"), a refusal starts with it, so it says which image it is about.
+    """
     if isinstance(source, Preprocessed):
         return source
-    return preprocess(source, size=model.config.img_size, mode=model.config.preprocessing)
+    try:
+        return preprocess(source, size=model.config.img_size, mode=model.config.preprocessing)
+    except PreprocessError as error:
+        if label is None:
+            raise
+        raise PreprocessError(f"{label}: {error}") from error
 
 
 # ----------------------------------------------------------------------------- weights
@@ -262,7 +270,7 @@ def verification_record(v: Verification, index: int, threshold: float, threshold
 
 def input_warnings(reference: Preprocessed, query: Preprocessed) -> dict[str, list[str]]:
     """Why either input may not be a handwritten signature (checked once per pair, not per re-threshold)."""
-    return {side: handwriting_warnings(image.image) for side, image in zip(SIDES, (reference, query), strict=True)}
+    return {side: [*image.notes, *handwriting_warnings(image.image)] for side, image in zip(SIDES, (reference, query), strict=True)}
 
 
 def checked_threshold(threshold: float) -> float:
@@ -291,7 +299,7 @@ def analyze_pair(
 ) -> PairAnalysis:
     """Preprocess both images, embed both in one backbone pass, compare them (DSI maps optional)."""
     start = time.perf_counter()
-    reference, query = load_input(model, reference_source), load_input(model, query_source)
+    reference, query = load_input(model, reference_source, "Reference image"), load_input(model, query_source, "Query image")
     with recording_dsi_maps(model.backbone) if with_maps else contextlib.nullcontext([]) as maps:
         both = embed(model, torch.cat([reference.tensor(), query.tensor()]))
     verification = compare(model, both[0], both[1])
@@ -316,7 +324,13 @@ def verify(model: DetailSemNet, reference: object, query: object, threshold: flo
     return {**analysis.summary(), **named}
 
 
-def embed_many(model: DetailSemNet, sources: Sequence[object], batch_size: int = 32) -> tuple[list[Preprocessed], Embedding]:
-    """Preprocess and embed several images (e.g. a reference set), each through the backbone once."""
-    inputs = [load_input(model, s) for s in sources]
+def embed_many(
+    model: DetailSemNet, sources: Sequence[object], batch_size: int = 32, labels: Sequence[str] | None = None
+) -> tuple[list[Preprocessed], Embedding]:
+    """Preprocess and embed several images (e.g. a reference set), each through the backbone once.
+
+    ``labels`` name the images in refusals (default "Image 2 of 5").
+    """
+    labels = labels or [f"Image {i + 1} of {len(sources)}" for i in range(len(sources))]
+    inputs = [load_input(model, source, label) for source, label in zip(sources, labels, strict=True)]
     return inputs, embed(model, torch.cat([p.tensor() for p in inputs]), batch_size=batch_size)

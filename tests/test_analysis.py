@@ -88,8 +88,21 @@ def test_threshold_and_untrained_flag(model: DetailSemNet, analysis: PairAnalysi
 def test_unreadable_or_blank_uploads_raise_the_user_facing_error(model: DetailSemNet) -> None:
     blank = io.BytesIO()
     Image.new("RGB", (300, 120), "white").save(blank, format="PNG")
-    with pytest.raises(PreprocessError, match="No ink"):
+    with pytest.raises(PreprocessError, match="^Reference image: No ink"):
         analyze_pair(model, blank.getvalue(), EXAMPLES / "writer1_forged.png")
+    with pytest.raises(PreprocessError, match="^Query image: No ink"):
+        analyze_pair(model, EXAMPLES / "writer1_forged.png", blank.getvalue())
+
+
+def test_a_multi_page_file_is_read_from_its_first_page_and_the_result_says_so(model: DetailSemNet, tmp_path) -> None:
+    first = Image.open(EXAMPLES / "writer1_genuine.png").convert("L")
+    path = tmp_path / "scan.tif"
+    first.save(path, save_all=True, append_images=[Image.new("L", first.size, 255)] * 2)
+    analysis = analyze_pair(model, EXAMPLES / "writer1_reference.png", path)
+    alone = analyze_pair(model, EXAMPLES / "writer1_reference.png", first)
+    assert analysis.verification.distance.item() == alone.verification.distance.item()  # the first page, not a blank one
+    assert analysis.input_warnings["query"][0] == "'scan.tif' holds 3 pages or frames; only the first was used."
+    assert not any("pages" in w for w in analysis.summary()["input_warnings"]["reference"])
 
 
 def test_token_centres_are_row_major_cell_centres(analysis: PairAnalysis) -> None:

@@ -110,7 +110,7 @@ def test_bad_inputs_give_clear_errors_and_the_app_keeps_serving(client: Client, 
     huge.write_bytes(os.urandom(21 * 1024 * 1024))  # over the app's 20 MB upload limit
     cases = [
         (dict(pair, reference=handle_file(str(not_an_image))), "/verify", "not an image we can read"),
-        (dict(pair, query=handle_file(str(blank))), "/verify", "No ink found"),
+        (dict(pair, query=handle_file(str(blank))), "/verify", "Query image: No ink found"),
         (dict(pair, query=None), "/verify", "No query image"),
         (dict(pair, method="magic"), "/attribute", "method must be one of"),
         (dict(pair, stage=7), "/dsi", "stage must be a whole number from 0 to 3"),

@@ -120,12 +120,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[DetailSemNet, Path]]:
     root = tmp_path_factory.mktemp("published")
     out = {}
-    for seed, branch in enumerate(COMMITS):
+    for seed, branch in enumerate(COMMITS):  # main, v1
         torch.manual_seed(seed)
         model = DetailSemNet(match_dim=8).eval()
         model.config.threshold = 0.25 + seed  # tells the revisions apart
         out[branch] = (model, model.save(root / branch))
     (root / "empty").mkdir()
+    torch.manual_seed(7)
+    plain = DetailSemNet(match_dim=8).eval()
+    folder = plain.save(root / "nosidecar")
+    (folder / "model.safetensors.sha256").unlink()  # as uploads from before checksums were written
+    out["nosidecar"] = (plain, folder)
     return out
 
 
@@ -133,8 +138,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[DetailSe
 def hub(models: dict[str, tuple[DetailSemNet, Path]]) -> Iterator[FakeHub]:
     server = FakeHub(
         {
-            "owner/model": {branch: folder for branch, (_, folder) in models.items()},
+            "owner/model": {branch: models[branch][1] for branch in COMMITS},
             "owner/other": {"main": models["main"][1]},
+            "owner/nosidecar": {"main": models["nosidecar"][1]},
             "owner/empty": {"main": models["main"][1].parent / "empty"},
         }
     )
@@ -230,10 +236,11 @@ def test_download_then_offline_cache(hub: FakeHub, models: dict, inputs: Path, t
     assert "not found" in online["hf://owner/missing"][1]["error"]
     assert "'nope' does not exist" in online["hf://owner/model@nope"][1]["error"]
     assert "has no config.json" in online["hf://owner/empty"][1]["error"]
-    for name in ("config.json", "model.safetensors"):
-        for revision in ("main", "v1"):
-            assert f"HEAD /owner/model/resolve/{revision}/{name}" in hub.requests
-            assert f"GET /owner/model/resolve/{revision}/{name}" in hub.requests
+    for revision in ("main", "v1"):
+        assert f"GET /owner/model/resolve/{revision}/config.json" in hub.requests
+        # The weights come from the commit the config came from, not from whatever the branch points to by then.
+        assert f"GET /owner/model/resolve/{COMMITS[revision]}/model.safetensors" in hub.requests
+        assert f"GET /owner/model/resolve/{revision}/model.safetensors" not in hub.requests
     assert (hf_home / "hub" / "models--owner--model" / "snapshots" / COMMITS["v1"] / "model.safetensors").is_file()
 
     seen = len(hub.requests)
@@ -256,3 +263,20 @@ def test_malformed_hub_sources_are_refused(source: str) -> None:
 def test_revision_is_split_from_the_repo() -> None:
     assert parse_hub_source("hf://owner/repo@v1.0") == ("owner/repo", "v1.0")
     assert parse_hub_source("hf://owner/repo") == ("owner/repo", None)
+
+
+@pytest.mark.slow  # two fresh Python processes importing torch
+def test_a_cached_download_that_differs_from_the_hubs_hash_is_refused(hub: FakeHub, models: dict, inputs: Path, tmp_path: Path) -> None:
+    """A repository without a checksum file: the hash the Hub reported at download time still guards the cache."""
+    hf_home = tmp_path / "hf"
+    (first,) = load_in_subprocess(["hf://owner/nosidecar"], inputs, tmp_path / "online", hub.endpoint, hf_home, False)
+    assert "error" not in first, first
+    snapshot = hf_home / "hub" / "models--owner--nosidecar" / "snapshots" / COMMITS["main"]
+    blob = (snapshot / "model.safetensors").resolve()
+    assert blob.name == hashlib.sha256(blob.read_bytes()).hexdigest(), "the cache no longer names blobs by their hash"
+    data = bytearray(blob.read_bytes())
+    data[-1000:] = bytes(255 - b for b in data[-1000:])  # flip bytes inside the tensor data: still a valid safetensors file
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    (second,) = load_in_subprocess(["hf://owner/nosidecar"], inputs, tmp_path / "offline", hub.endpoint, hf_home, True)
+    assert "does not match the sha256 the Hub reported" in second.get("error", ""), second

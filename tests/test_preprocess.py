@@ -263,8 +263,13 @@ def test_unreadable_inputs_are_refused(tmp_path: Path) -> None:
     truncated = encode(signature_canvas(), "PNG")
     with pytest.raises(PreprocessError, match="not an image we can read"):
         preprocess(truncated[: len(truncated) // 2])
-    with pytest.raises(PreprocessError, match="not found"):
+    with pytest.raises(PreprocessError, match="'missing.png' was not found"):
         preprocess(tmp_path / "missing.png")
+    with pytest.raises(PreprocessError, match="is a folder, not an image file"):
+        preprocess(tmp_path)
+    if Path("/dev/zero").exists():
+        with pytest.raises(PreprocessError, match="'zero' is not a regular file"):
+            preprocess("/dev/zero")
     with pytest.raises(PreprocessError, match="not an image we can read"):
         preprocess(np.zeros((40, 40, 2), np.uint8))
 

@@ -94,8 +94,10 @@ def test_file_names_and_input_errors(model, signatures, tmp_path):
     with pytest.raises(ValueError, match=f"at most {MAX_REFERENCES}"):
         verify_against_references(model, signatures["query"], [signatures["ref_a"]] * (MAX_REFERENCES + 1))
     blank = np.full((100, 200, 3), 255, np.uint8)
-    with pytest.raises(ValueError, match="No ink"):
-        verify_against_references(model, signatures["query"], [blank])
+    with pytest.raises(ValueError, match="^Reference 2 of 2: No ink"):
+        verify_against_references(model, signatures["query"], [signatures["ref_a"], blank])
+    with pytest.raises(ValueError, match="^Query image: No ink"):
+        verify_against_references(model, blank, [signatures["ref_a"]])
     with pytest.raises(ValueError, match="index"):
         result.pair(2)
 

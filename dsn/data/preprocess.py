@@ -124,26 +124,37 @@ def read_image(source: str | Path | bytes | np.ndarray | Image.Image) -> np.ndar
 
     The pixel count is checked from the header before decoding, so a small
     file claiming a huge size (a decompression bomb) never allocates memory.
+    A multi-page TIFF or an animated GIF gives its first page (``read_image_frames`` says how many there were).
     """
+    return read_image_frames(source)[0]
+
+
+def _check_path(path: Path, name: str) -> None:
+    try:
+        if path.is_file():
+            return
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)" if path.exists() else None
+    except OSError:  # e.g. a name too long for the filesystem
+        kind = None
+    raise PreprocessError(f"{name} was not found." if kind is None else f"{name} is {kind}, not an image file.")
+
+
+def read_image_frames(source: str | Path | bytes | np.ndarray | Image.Image) -> tuple[np.ndarray, int]:
+    """``read_image`` and the number of pages or frames the file holds (1 for most images)."""
     name = _describe(source)
     if isinstance(source, np.ndarray):
         if source.ndim < 2:
             raise PreprocessError(f"An array of shape {source.shape} is not an image we can read.")
         _check_dimensions(source.shape[1], source.shape[0], name)
-        return _array_to_rgb(source)
+        return _array_to_rgb(source), 1
     if isinstance(source, Image.Image):
         _check_dimensions(*source.size, name)
-        return _pil_to_rgb(source)
+        return _pil_to_rgb(source), int(getattr(source, "n_frames", 1))
     if isinstance(source, (bytes, bytearray)):
         stream: io.BytesIO | Path = io.BytesIO(bytes(source))
     elif isinstance(source, (str, Path)):
         stream = Path(source)
-        try:
-            found = stream.is_file()
-        except OSError:  # e.g. a name too long for the filesystem
-            found = False
-        if not found:
-            raise PreprocessError(f"{name} was not found.")
+        _check_path(stream, name)
     else:
         raise PreprocessError(f"A value of type {type(source).__name__} is not an image we can read; upload a {SUPPORTED} file.")
     try:
@@ -151,8 +162,10 @@ def read_image(source: str | Path | bytes | np.ndarray | Image.Image) -> np.ndar
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
             with Image.open(stream) as image:
                 _check_dimensions(*image.size, name)
+                frames = int(getattr(image, "n_frames", 1))
+                image.seek(0)
                 image.load()
-                return _pil_to_rgb(image)
+                return _pil_to_rgb(image), frames
     except PreprocessError:
         raise
     except Image.DecompressionBombError as error:
@@ -232,6 +245,7 @@ class Preprocessed:
     crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1 in original pixels (x1, y1 exclusive)
     scale: float | tuple[float, float]  # model px per original px; (x, y) when stretched
     offset: tuple[float, float]  # model position of crop_box's top-left corner
+    notes: tuple[str, ...] = ()  # what the reader had to decide, e.g. which page of a multi-page file it used
 
     def to_original(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) model (x, y) -> original (x, y)."""
@@ -298,7 +312,8 @@ def preprocess(
     """
     if mode not in PREPROCESSING_MODES:
         raise ValueError(f"mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
-    original = read_image(source)
+    original, frames = read_image_frames(source)
+    notes = (f"{_describe(source)} holds {frames} pages or frames; only the first was used.",) if frames > 1 else ()
     strength = ink_strength(original)
     ink = strength > 0
     if not ink.any():
@@ -306,7 +321,7 @@ def preprocess(
     if mode == "stretch":
         height, width = ink.shape
         canvas = stretch_whole_image(original, size)
-        return Preprocessed(canvas, original, (0, 0, width, height), (size / width, size / height), (0.0, 0.0))
+        return Preprocessed(canvas, original, (0, 0, width, height), (size / width, size / height), (0.0, 0.0), notes)
     x0, y0, x1, y1 = _ink_box(ink)
     width, height = x1 - x0, y1 - y0
     longest = max(width, height)
@@ -332,4 +347,4 @@ def preprocess(
     # 8-bit levels, like the stretched input: datasets are held as uint8 (``ImageCache``), so a pair
     # embedded alone and the same pair embedded from a dataset see exactly the same pixels.
     canvas = (np.round(canvas * 255) / 255).astype(np.float32)
-    return Preprocessed(canvas, original, crop, float(scale), (float(offset[0]), float(offset[1])))
+    return Preprocessed(canvas, original, crop, float(scale), (float(offset[0]), float(offset[1])), notes)

@@ -159,7 +159,8 @@ def verify_against_references(
     if len(names) != len(references):
         raise ValueError("names and references differ in length")
     start = time.perf_counter()
-    inputs, embedded = embed_many(model, [query, *references], batch_size=batch_size)
+    labels = ["Query image", *(f"Reference {i + 1} of {len(references)}" for i in range(len(references)))]
+    inputs, embedded = embed_many(model, [query, *references], batch_size=batch_size, labels=labels)
     n = len(references)
     q = embedded[0]
     query_rows = Embedding(q.global_feature.expand(n, -1), q.tokens.expand(n, -1, -1), q.ink_mask.expand(n, -1), q.grid)

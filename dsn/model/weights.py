@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CHECKSUM_NAME = "model.safetensors.sha256"  # written beside the weights; checked at every load when present
+COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 DEFAULT_CHECKPOINT = "dsnet-tiny-joint3"
 
@@ -103,9 +106,12 @@ def fetch_from_hub(source: str, **hub_kwargs: object) -> Path:
     repo_id, revision = parse_hub_source(source)
     try:
         config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **hub_kwargs)
-        hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, **hub_kwargs)
+        # Pin the commit the config came from: a push between two downloads must not mix revisions.
+        commit = Path(config_path).parent.name  # the cache keeps files under snapshots/<commit>/
+        pinned = commit if COMMIT_PATTERN.fullmatch(commit) else revision
+        weights_path = hf_hub_download(repo_id, WEIGHTS_NAME, revision=pinned, **hub_kwargs)
         with contextlib.suppress(EntryNotFoundError):  # older uploads carry no checksum file
-            hf_hub_download(repo_id, CHECKSUM_NAME, revision=revision, **hub_kwargs)
+            hf_hub_download(repo_id, CHECKSUM_NAME, revision=pinned, **hub_kwargs)
     # LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub >= 1.0: it must be caught first.
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise WeightsError(
@@ -121,7 +127,27 @@ def fetch_from_hub(source: str, **hub_kwargs: object) -> Path:
     except HfHubHTTPError as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError(f"Cannot download {source}: the Hub answered {first_line}") from err
+    check_against_hub(Path(weights_path), source)
     return Path(config_path).parent
+
+
+def check_against_hub(weights_path: Path, source: str) -> None:
+    """Refuse cached weights whose bytes differ from the sha256 the Hub reported for them.
+
+    huggingface_hub stores a large (LFS) file under ``blobs/<sha256 the Hub sent>`` and links the
+    snapshot to it, so the check needs no request and works offline. Where the cache holds
+    copies instead of links (e.g. Windows without symlinks), there is no recorded hash to compare.
+    """
+    reported = Path(os.path.realpath(weights_path)).name
+    if not SHA256_PATTERN.fullmatch(reported):
+        return
+    actual = file_sha256(weights_path)
+    if actual != reported:
+        raise WeightsError(
+            f"{source}: the cached {WEIGHTS_NAME} does not match the sha256 the Hub reported "
+            f"(expected {reported[:12]}..., got {actual[:12]}...): the download is corrupted or was changed. "
+            "Delete it from the Hugging Face cache and download it again."
+        )
 
 
 def resolve(source: str | Path) -> Path:
