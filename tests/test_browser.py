@@ -140,3 +140,29 @@ def test_drawn_signatures_can_be_verified(page: Page) -> None:
     page.click("#verify-button")
     page.wait_for_function("old => document.querySelector('#verdict-banner').innerText !== old", arg=old, timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "drawn-pair.png"), full_page=True)
+
+
+def test_closing_the_tab_stops_its_attribution(browser_session: tuple[Browser, str]) -> None:
+    """Closing the page ends the visitor's session (Gradio's unload): their running attribution stops computing."""
+    import time
+
+    from dsn.ui.jobs import JOBS
+
+    browser, url = browser_session
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(url)
+    open_example(page)
+    page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
+    page.locator("#attr-method").click()
+    page.get_by_role("option", name="Integrated Gradients").click()
+    steps = page.locator("#attr-steps input[type=number]")
+    steps.fill("128")
+    steps.press("Enter")
+    page.click("#attr-run")
+    deadline = time.monotonic() + 120
+    while not [job for job in JOBS.running() if job.checks > 0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (job,) = JOBS.running()
+    page.close()
+    assert job.finished.wait(90), "the attribution kept computing after its tab closed"
+    assert job.reason == "left"
