@@ -1,4 +1,7 @@
-"""Command-line interface: ``python -m dsn {verify,train,evaluate,calibrate,card,push,convert-official} ...``."""
+"""Command-line interface: ``python -m dsn {verify,train,evaluate,calibrate,card,push,convert-official} ...``.
+
+The explanation checks (sanity, faithfulness, plan-check, frequency, report) live in ``dsn.explain_cli``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 import sys
 from dataclasses import fields
 
+from dsn import explain_cli
 from dsn.training.train import TrainConfig
 
 
@@ -322,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_push_parser(sub)
     add_card_parser(sub)
     add_convert_parser(sub)
+    explain_cli.add_parsers(sub)
     return parser
 
 
@@ -330,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card, "convert-official": run_convert}
     handlers |= {"evaluate": lambda a: run_evaluate(a, argv), "calibrate": lambda a: run_calibrate(a, argv)}
+    handlers |= dict.fromkeys(("sanity", "faithfulness", "plan-check", "frequency", "report"), explain_cli.run)
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

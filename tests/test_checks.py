@@ -1,0 +1,130 @@
+"""The explanation checks: sanity cascade, deletion/insertion, patch erasure, frequency filters, the grid, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+
+from dsn.inference import PairAnalysis, analyze_pair
+from dsn.inspect.attribution import attribute, distance_function
+from dsn.inspect.check_figures import grid_figure, sanity_figure
+from dsn.inspect.explanation_grid import estimate_seconds, explanation_grid
+from dsn.inspect.faithfulness import faithfulness, random_orders
+from dsn.inspect.frequency import BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, filter_image, radial_frequency
+from dsn.inspect.plan_check import plan_check, structural_after_erasing
+from dsn.inspect.sanity import cascade, sanity_check
+from dsn.model.detailsemnet import DetailSemNet
+
+CEDAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cedar"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_sanity_cascade_destroys_integrated_gradients_on_a_real_pair(model: DetailSemNet) -> None:
+    if not (CEDAR / "011").is_dir():
+        pytest.skip(f"{CEDAR} is not available")
+    pair = analyze_pair(model, CEDAR / "011" / "genuine" / "01.png", CEDAR / "011" / "forged" / "01.png")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check = sanity_check(model, pair, methods=["integrated_gradients"], steps=8)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the caller's model was changed"
+    assert check.steps == [name for name, _ in cascade(model)] and len(check.steps) == 12
+    rho = check.spearman["integrated_gradients"]
+    assert len(rho) == len(check.steps) == len(check.ssim["integrated_gradients"])
+    assert rho[-1] < 0.5, f"IG still correlates {rho[-1]:.2f} with the trained map after full randomisation"
+    figure = sanity_figure(check)
+    spearman_trace = next(t for t in figure.data if t.xaxis in (None, "x"))
+    assert len(spearman_trace.y) == len(check.steps) + 1  # the trained model, then one point per randomised block
+
+
+def test_deleting_all_ink_reaches_the_blank_paper_distance(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    maps = {"saliency": attribute(model, analysis, "saliency").map}
+    result = faithfulness(model, analysis, maps, steps=5)
+    function = distance_function(model, analysis, "total", "query")
+    with torch.no_grad():
+        blank = float(function(torch.zeros(1, 1, *analysis.query.image.shape)))
+        full = float(function(analysis.query.tensor()))
+    for curves in (result.curves["saliency"], result.random):
+        assert curves.deletion[-1] == pytest.approx(blank, abs=1e-5)
+        assert curves.insertion[0] == pytest.approx(blank, abs=1e-5)
+        assert curves.deletion[0] == pytest.approx(full, abs=1e-5)
+        assert curves.insertion[-1] == pytest.approx(full, abs=1e-5)
+    assert full == pytest.approx(float(analysis.verification.distance[0]), abs=1e-4)  # the function the app shows
+
+
+def test_the_random_baseline_is_seeded() -> None:
+    ink = np.zeros((20, 20), bool)
+    ink[5:15, 3:17] = True
+    first, again, other = random_orders(ink), random_orders(ink), random_orders(ink, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], other[0])
+    assert sorted(first[0].tolist()) == np.flatnonzero(ink).tolist()  # a permutation of the ink pixels only
+
+
+def test_erasing_a_patch_without_ink_changes_nothing(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    ink = analysis.ink("reference")
+    empty = np.flatnonzero(~ink)[:2]
+    image = analysis.reference.image
+    rows, cols = analysis.grid
+    for token in empty:
+        r, c = divmod(int(token), cols)
+        cell = image[r * 224 // rows : (r + 1) * 224 // rows, c * 224 // cols : (c + 1) * 224 // cols]
+        if cell.any():  # a token below the ink threshold may still hold a few faint pixels
+            continue
+        after = structural_after_erasing(model, analysis, np.array([token]))
+        assert after[0] == pytest.approx(float(analysis.verification.structural_distance[0]), abs=1e-6)
+    check = plan_check(model, analysis)
+    assert check.patches.tolist() == np.flatnonzero(ink).tolist()  # the correlation is over ink patches only
+    assert len(check.share) == len(check.change) == ink.sum() and -1.0 <= check.spearman <= 1.0
+
+
+def _power_outside(image: np.ndarray, keep: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.fft2(image.astype(np.float64))) ** 2
+    return float(spectrum[~keep].sum() / spectrum.sum())
+
+
+def test_frequency_filters_keep_only_their_band(analysis: PairAnalysis) -> None:
+    image = analysis.query.image
+    f = radial_frequency(image.shape)
+    assert _power_outside(image, f <= LOW_CUTOFF) > 0.05  # the original has power everywhere
+    assert _power_outside(filter_image(image, "LF"), f <= LOW_CUTOFF) < 1e-9
+    assert _power_outside(filter_image(image, "LMF"), f <= MIDDLE_CUTOFF) < 1e-9
+    assert _power_outside(filter_image(image, "LHF"), (f <= LOW_CUTOFF) | (f > MIDDLE_CUTOFF)) < 1e-9
+    lhf, lf = filter_image(image, "LHF"), filter_image(image, "LF")
+    assert _power_outside(lhf, f <= LOW_CUTOFF) > 1e-4  # LHF does hold high frequencies, LF does not
+    assert np.array_equal(filter_image(image, "original"), image)
+    assert np.allclose(filter_image(image, "LMF") + filter_image(image, "LHF") - lf, image, atol=1e-5)  # the bands add up
+    assert BANDS == ("original", "LF", "LMF", "LHF")
+
+
+def test_the_grid_has_every_method_for_both_images_on_one_scale(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    assert estimate_seconds(analysis, 8) > 0
+    grid = explanation_grid(model, analysis, steps=4)
+    assert len(grid.maps) == 10
+    for method, side in grid.maps:
+        scaled = grid.scaled(method, side)
+        assert scaled.min() >= -1 and scaled.max() <= 1
+        assert np.isclose(np.percentile(np.abs(scaled[grid.ink[side]]), 99.5), 1.0, atol=0.02)
+    images = [t for t in grid_figure(grid, analysis).data if t.type == "image"]
+    assert len(images) == 10
+
+
+def test_cli_report_writes_an_offline_html_and_its_numbers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dsn.cli import main
+
+    pair = [str(EXAMPLES / "writer1_reference.png"), str(EXAMPLES / "writer1_forged.png")]
+    code = main(["report", *pair, "--report", str(tmp_path), "--steps", "4", "--no-sanity", "--json", "--threads", "1"])
+    assert code == 0
+    numbers = json.loads(capsys.readouterr().out)
+    assert set(numbers) == {"faithfulness", "plan_check", "frequency"}
+    page = (tmp_path / "pair-report.html").read_text()
+    assert "<script src=" not in page and page.count("Plotly.newPlot") >= 4  # plotly.js is inline: the file works offline
+    for title in ("Verdict", "Patch correspondences", "Every attribution method", "Faithfulness", "frequency experiment"):
+        assert title in page
+    record = json.loads((tmp_path / "pair-report.json").read_text())
+    assert record["verification"]["verdict"] in ("genuine", "forged") and "weights" in record["model"]
+    assert {"faithfulness", "plan_check", "frequency"} <= set(record)
