@@ -201,7 +201,7 @@ def _dataset_frequency(args: argparse.Namespace) -> int:
     images = list_images(args.data, writers=writers)
     with _bar(f"frequency bands, {Path(args.data).name} {args.split}") as progress:
         metrics = evaluate_bands(model, images, threshold=args.threshold, progress=progress)
-    table = {band: {"label": m["label"], "eer": m["eer"], "roc_auc": m.get("roc_auc")} for band, m in metrics.items()}
+    table = {band: {"label": m["label"], "eer": m["eer"], "auc": m["auc"]} for band, m in metrics.items()}
     if args.report:
         Path(args.report).mkdir(parents=True, exist_ok=True)
         (Path(args.report) / "frequency.json").write_text(json.dumps(metrics, indent=2, default=str))

@@ -151,3 +151,36 @@ def test_evaluate_small_dataset_and_open_an_error(app_url):
 
         finally:
             browser.close()
+
+
+def test_frequency_filters_and_the_embedding_map_open_a_pair(app_url):
+    """The explorer's research views: EER per frequency filter, and two clicks on the map open that pair."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1800})
+        page.set_default_timeout(240_000)
+        try:
+            page.goto(app_url)
+            page.get_by_role("tab", name="Dataset explorer").click()
+            page.locator("#bands-run").click()
+            page.locator("#bands-eer-plot .js-plotly-plot").wait_for()
+            page.locator("#bands-table [role=gridcell]").first.wait_for()
+            table = page.locator("#bands-table").inner_text()
+            assert all(label in table for label in ("original", "LF:", "LMF:", "LHF:")), table
+            page.locator("#map-run").click()
+            page.locator("#embedding-map .js-plotly-plot").wait_for()
+            page.wait_for_timeout(500)
+            page.locator("#embedding-map").screenshot(path=str(ARTIFACTS / "embedding-map.png"))
+            emit = "index => document.querySelector('#embedding-map .js-plotly-plot').emit('plotly_click', {points: [{customdata: index}]})"
+            page.evaluate(emit, 0)
+            page.wait_for_function("() => document.querySelector('#map-picked').innerText.includes('click a second point')")
+            page.evaluate(emit, 4)  # writer 11's first genuine and its second forgery (images are listed genuine first)
+            banner = page.locator("#verdict-banner")
+            banner.wait_for()
+            assert page.get_by_role("tab", name="Verify a pair").get_attribute("aria-selected") == "true"
+            context = page.locator("#pair-context").inner_text()
+            assert "Embedding map" in context and "same writer" in context and "forged" in context
+        finally:
+            browser.close()

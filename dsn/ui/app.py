@@ -29,6 +29,7 @@ from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
 from dsn.ui.tabs import correspondence as correspondence_tab
 from dsn.ui.tabs import detail as detail_tab
 from dsn.ui.tabs.attribution import AttributionView, build_attribution_tab
+from dsn.ui.tabs.checks import ChecksView, build_checks_tab, wire_checks
 from dsn.ui.tabs.correspondence import CorrespondenceView, build_correspondence_tab
 from dsn.ui.tabs.dataset import dataset_tab
 from dsn.ui.tabs.detail import DetailView, build_detail_tab
@@ -174,7 +175,9 @@ def build_app(
                                 detail = build_detail_tab(model.backbone.pool_sizes)
                             with gr.Tab("Attributions", id="attributions"):
                                 attributions = build_attribution_tab()
-        verify_on = _wire_pair(model, analysis, reference, query, banner, verdict, matches, detail, attributions)
+                            with gr.Tab("Check the explanations", id="checks"):
+                                checks = build_checks_tab()
+        verify_on = _wire_pair(model, analysis, reference, query, banner, verdict, matches, detail, attributions, checks)
         verify_on(verify_button.click, api_name="verify_ui")
         verify_button.click(lambda: "", None, pair_context, queue=False, api_visibility="private")  # the user's own pair
         if examples is not None:
@@ -217,6 +220,7 @@ def _wire_pair(
     matches: CorrespondenceView,
     detail: DetailView,
     attributions: AttributionView,
+    checks: ChecksView,
 ) -> Callable:
     """Connect the controls that need no model run, and return the chain that verifies a pair."""
 
@@ -268,6 +272,7 @@ def _wire_pair(
         step.success(
             attributions.on_new_pair, [analysis, attributions.method, attributions.steps], attributions.outputs, api_visibility="private"
         )
+        step.success(checks.on_new_pair, [analysis, checks.steps], checks.outputs, api_visibility="private")
         step.success(None, js=SHOW_VERDICT_JS, api_visibility="private")  # after an example or an opened pair: the verdict in view
         return step
 
@@ -292,6 +297,7 @@ def _wire_pair(
     )
     detail.block.input(detail_tab.render, [analysis, detail.stage, detail.block], [detail.dsi, detail.frequency], api_visibility="private")
     attributions.wire(model, analysis)
+    wire_checks(checks, model, analysis, attributions.result)
     return verify_on
 
 

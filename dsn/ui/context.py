@@ -28,7 +28,7 @@ FAST_LANE = {"concurrency_id": "fast-model-lane", "concurrency_limit": 1}  # ver
 SLOW_LANE = {"concurrency_id": "slow-model-lane", "concurrency_limit": 1}  # attributions, reference sets, dataset evaluation
 # Longest a slow-lane request may compute before it is stopped (dsn.ui.jobs): a generous multiple of what the
 # heaviest allowed request takes on a 2-core CPU, so only a stuck or abusive request ever reaches it.
-BUDGET_S = {"attribution": 240.0, "reference set": 120.0, "dataset evaluation": 900.0}
+BUDGET_S = {"attribution": 240.0, "sanity check": 600.0, "reference set": 120.0, "dataset evaluation": 900.0}
 
 
 @dataclass

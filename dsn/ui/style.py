@@ -4,6 +4,7 @@ Gradio's ``gr.Plot`` has no click event, so a few lines of JavaScript listen
 to Plotly's own ``plotly_click`` on the correspondence figure and write
 "side:token:nonce" into a hidden textbox; its change event then highlights
 that patch on the server. Anything that is not a patch marker is ignored.
+The dataset explorer's embedding map sends "image index:nonce" the same way.
 In Gradio 6 css/theme/js are arguments of ``launch()``; see ``launch_options``.
 """
 
@@ -13,6 +14,8 @@ import gradio as gr
 
 CORRESPONDENCE_PLOT_ID = "correspondence-plot"
 CLICK_BRIDGE_ID = "patch-click-bridge"
+EMBEDDING_PLOT_ID = "embedding-map"
+EMBEDDING_BRIDGE_ID = "embedding-click-bridge"
 
 # Scroll the verdict into view (only as far as needed) once a pair is verified: after clicking an example or
 # opening a pair from another tab, the eye is elsewhere, and on a phone the verdict is below the inputs.
@@ -79,8 +82,23 @@ CLICK_JS = f"""
       }});
     }});
   }};
-  new MutationObserver(attach).observe(document.body, {{ childList: true, subtree: true }});
+  // The dataset explorer's embedding map: a point's customdata is its image index.
+  const attachMap = () => {{
+    document.querySelectorAll('#{EMBEDDING_PLOT_ID} .js-plotly-plot').forEach((gd) => {{
+      if (gd.__dsnClick || typeof gd.on !== 'function') return;
+      gd.__dsnClick = true;
+      gd.on('plotly_click', (event) => {{
+        const point = event && event.points && event.points[0];
+        const box = document.querySelector('#{EMBEDDING_BRIDGE_ID} textarea, #{EMBEDDING_BRIDGE_ID} input');
+        if (!point || point.customdata === undefined || !box) return;
+        box.value = point.customdata + ':' + Date.now();
+        box.dispatchEvent(new Event('input', {{ bubbles: true }}));
+      }});
+    }});
+  }};
+  new MutationObserver(() => {{ attach(); attachMap(); }}).observe(document.body, {{ childList: true, subtree: true }});
   attach();
+  attachMap();
 }}
 """
 

@@ -22,6 +22,7 @@ from dsn.inspect.figures import attribution_figure
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import explain, user_errors
 from dsn.ui.context import BUDGET_S, SLOW_LANE
+from dsn.ui.guide import how_to_read
 from dsn.ui.jobs import Job, run_job
 
 BATCH = 16  # dsn.inspect.attribution's CPU batch: the unit of the time estimate
@@ -96,6 +97,7 @@ class AttributionView:
 
 def build_attribution_tab() -> AttributionView:
     """Body of the "Attributions" tab; call inside a ``gr.Tab``."""
+    how_to_read("attributions")
     gr.Markdown(
         "Which pixels of one image push the distance up (red: towards *forged*) or down (blue: towards *genuine*), "
         "with the other image held fixed. Integrated Gradients and GradientShap start from blank paper; their "

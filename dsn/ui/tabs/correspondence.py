@@ -16,6 +16,7 @@ import numpy as np
 from dsn.inference import PairAnalysis
 from dsn.inspect.analysis import match_list
 from dsn.inspect.figures import correspondence_figure, plan_heatmap, structural_share_figure
+from dsn.ui.guide import how_to_read
 from dsn.ui.style import CLICK_BRIDGE_ID, CORRESPONDENCE_PLOT_ID
 
 NO_PATCH = -1
@@ -40,6 +41,7 @@ class CorrespondenceView:
 
 def build_correspondence_tab() -> CorrespondenceView:
     """Body of the "Patch correspondences" tab; call inside a ``gr.Tab``."""
+    how_to_read("correspondences")
     gr.Markdown(
         "Each line moves mass from a reference ink patch to a query ink patch; thicker = more mass, colour = how unlike "
         "the two patches are (cost). **Click a patch** (dot) to show only its matches.",

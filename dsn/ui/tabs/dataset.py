@@ -38,8 +38,10 @@ from dsn.inspect.explorer import (
 from dsn.inspect.panels import png_source
 from dsn.ui.compute import user_errors
 from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext, PairContext, TabBuilder
+from dsn.ui.guide import how_to_read
 from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.jobs import Job, run_job
+from dsn.ui.tabs.dataset_extras import build_dataset_extras
 
 TAB_ID = "dataset"
 THUMB_HEIGHT = 40
@@ -185,6 +187,7 @@ def opened_pair(exploration: Exploration, pair_index: int) -> tuple[str, str, Pa
 
 
 def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None) -> None:
+    how_to_read("dataset")
     if not roots:
         gr.Markdown(NO_ROOTS, elem_id="dataset-no-roots")
         return
@@ -300,4 +303,5 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
     )
     for table in error_tables.values():
         context.pair.open_pair_on(table.select, open_selected, [state])
+    build_dataset_extras(context, roots, dataset, split, writer_limit, cache_dir)
     export.click(prepare_files, [state, png], [files, export_note], api_visibility="private")

@@ -15,6 +15,7 @@ import gradio as gr
 from dsn.inference import PairAnalysis
 from dsn.inspect.figures import dsi_figure, frequency_profile_figure
 from dsn.model.backbone import POOL_SIZES
+from dsn.ui.guide import how_to_read
 
 
 def frequency_note(pool_sizes: tuple[int, ...] = POOL_SIZES) -> str:
@@ -45,6 +46,7 @@ def block_choices(analysis: PairAnalysis | None, stage: int) -> list[tuple[str, 
 
 def build_detail_tab(pool_sizes: tuple[int, ...] = POOL_SIZES) -> DetailView:
     """Body of the "Detail vs semantics" tab; call inside a ``gr.Tab``; ``pool_sizes``: the shown model's, per stage."""
+    how_to_read("detail")
     gr.Markdown(
         "Each DSI block splits its input into a **semantic** part (pooled: the overall shape) and a **detail** part "
         "(what pooling removes: stroke edges, pen texture), processes them separately (DetailConv, SalientConv, "

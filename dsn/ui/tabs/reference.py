@@ -19,6 +19,7 @@ from dsn.inspect.reference_set import MAX_REFERENCES, ReferenceSetResult, verify
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import require_file, user_errors
 from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext
+from dsn.ui.guide import how_to_read
 from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.jobs import Job, run_job
 from dsn.ui.runtime import gpu
@@ -97,6 +98,7 @@ def build_reference_tab(context: AppContext) -> None:
     """A ``TabBuilder`` for ``build_app``."""
     model, default_threshold = context.model, float(context.model.config.threshold)
     with gr.Tab("Reference set", id=TAB_ID):
+        how_to_read("references")
         gr.Markdown(
             "Check one query against several **genuine** signatures of the same writer. Each reference is compared "
             "with the query; the decision is combined by the **mean** distance (robust) and by the **minimum** "

@@ -14,6 +14,7 @@ import numpy as np
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.figures import distance_bar_figure
+from dsn.ui.guide import how_to_read
 from dsn.ui.runtime import ModelInfo
 
 WAITING_HTML = (
@@ -45,6 +46,7 @@ def threshold_slider(info: ModelInfo) -> gr.Slider:
 
 def build_verdict_tab(info: ModelInfo) -> VerdictView:
     """Body of the "Verdict" tab; call inside a ``gr.Tab``."""
+    how_to_read("verdict")
     threshold = threshold_slider(info)
     bar = gr.Plot(label="Distance = global + λ·structural", elem_id="distance-plot")
     gr.Markdown(
