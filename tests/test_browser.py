@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,3 +167,25 @@ def test_closing_the_tab_stops_its_attribution(browser_session: tuple[Browser, s
     page.close()
     assert job.finished.wait(90), "the attribution kept computing after its tab closed"
     assert job.reason == "left"
+
+
+def test_the_checks_view_shows_every_method_and_the_frequency_filters(page: Page) -> None:
+    open_example(page, "writer 1: forgery")
+    page.locator("#view-tabs").get_by_role("tab", name="Check the explanations").click()
+    steps = page.locator("#grid-steps input[type=number]")
+    steps.fill("4")
+    steps.press("Enter")
+    page.click("#grid-run")
+    page.wait_for_selector("#grid-plot .js-plotly-plot .main-svg", timeout=180_000)
+    assert page.locator("#grid-plot g.imagelayer image").count() == 10  # five methods x two images
+    page.locator("#band-choice").get_by_text("LF:", exact=False).click()
+    page.wait_for_function("() => document.querySelector('#band-text').innerText.includes('distance')", timeout=60_000)
+    text = page.locator("#band-text").inner_text()
+    filtered, original = (float(x) for x in re.search(r"distance ([0-9.]+) \(original ([0-9.]+)\)", text).groups())
+    assert filtered != original, text
+    banner = float(re.search(r"distance ([0-9.]+)", page.locator("#verdict-banner").inner_text()).group(1))
+    assert abs(original - banner) <= 1e-3  # the unfiltered distance is the verdict's
+    page.click("#report-run")
+    page.wait_for_selector("#report-files a", timeout=120_000)
+    assert page.locator("#report-files a").count() == 2  # the HTML report and its JSON
+    page.locator("#grid-plot").screenshot(path=str(ARTIFACTS / "checks-grid.png"))
