@@ -77,8 +77,8 @@ def grid_figure(grid: ExplanationGrid, analysis: PairAnalysis) -> go.Figure:
         f"Every method, both images: the {grid.target} distance<br><sup>red raises the distance (towards forged), blue lowers it · "
         f"{grid.steps} steps for IG / samples for SHAP · {grid.seconds:.1f} s</sup>"
     )
-    shown = (rows.stop or 224) - (rows.start or 0)  # image rows per cell; cells are about 450 px wide
-    return _finish(fig, analysis, title, int(110 + len(methods) * (50 + 450 * shown / 224)), top=90)
+    shown = (rows.stop or 224) - (rows.start or 0)  # image rows per cell; in the app's view column a cell is ~300 px wide
+    return _finish(fig, analysis, title, int(110 + len(methods) * (45 + 300 * shown / 224)), top=90)
 
 
 def sanity_figure(check: SanityCheck) -> go.Figure:
@@ -109,9 +109,9 @@ def sanity_figure(check: SanityCheck) -> go.Figure:
     fig.update_layout(legend=dict(orientation="h", y=-0.45), font=FONT)
     title = (
         f"Sanity check (cascading randomisation), {check.side} image<br><sup>a method that explains the model falls towards 0 "
-        f"as its weights are destroyed; a flat line means the map shows the input, not what the network learned · {check.seconds:.0f} s</sup>"
+        f"as its weights are destroyed;<br>a flat line means the map shows the input, not what the network learned · {check.seconds:.0f} s</sup>"
     )
-    return _finish(fig, None, title, 520, top=90, bottom=40)
+    return _finish(fig, None, title, 540, top=105, bottom=40)
 
 
 def faithfulness_figure(result: Faithfulness) -> go.Figure:

@@ -1,7 +1,7 @@
 """``python -m dsn.tools.bench_app``: how long the explorer's actions take, on 2 CPU threads by default.
 
 Times what a visitor waits for: verify (``analyze_pair``), verify plus the
-correspondence figure, and each attribution method. Uses the app's model
+correspondence figure, each attribution method and, with ``--checks``, the explanation checks. Uses the app's model
 (the embedded checkpoint, or a random-init tiny model when there is none:
 the timings are the same, only the verdicts are meaningless). Prints medians;
 nothing here asserts a time.
@@ -19,7 +19,12 @@ import torch
 
 from dsn.inference import analyze_pair
 from dsn.inspect.attribution import METHODS, attribute
+from dsn.inspect.explanation_grid import explanation_grid
+from dsn.inspect.faithfulness import faithfulness
 from dsn.inspect.figures import correspondence_figure
+from dsn.inspect.frequency import band_effects
+from dsn.inspect.plan_check import plan_check
+from dsn.inspect.sanity import sanity_check
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attribution-repeats", type=int, default=3, help="timed runs of each attribution method")
     parser.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps / GradientShap samples")
     parser.add_argument("--skip", nargs="*", default=[], choices=list(METHODS), help="attribution methods to leave out")
+    parser.add_argument("--checks", action="store_true", help="also time the explanation checks (grid, faithfulness, sanity ...)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {info.backbone} ({info.parameters / 1e6:.1f} M parameters), weights: {info.source or 'random init (untrained)'}")
     print(f"device {info.device}, torch threads {torch.get_num_threads()}, pair {reference.name} / {query.name}", flush=True)
 
-    width = 34
+    width = 48
     print(f"\n{'action':<{width}}  {'median s':>9}  {'min s':>7}  runs")
     print("-" * (width + 27))
 
@@ -72,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{method} ({args.steps} steps)" if method in ("integrated_gradients", "gradient_shap") else method
         run = lambda method=method: attribute(model, analysis, method, steps=args.steps)  # noqa: E731
         report(label, run, args.attribution_repeats, warmup=0)  # the network is warm already: verify ran above
+    if args.checks:
+        report(f"all five methods x both images ({args.steps} steps)", lambda: explanation_grid(model, analysis, steps=args.steps), 1, 0)
+        grid = explanation_grid(model, analysis, steps=args.steps)
+        maps = {m: grid.maps[(m, "query")].map for m in grid.methods}
+        report("faithfulness (5 maps, 20 points)", lambda: faithfulness(model, analysis, maps), 1, 0)
+        report("plan check (erase each patch)", lambda: plan_check(model, analysis), 1, 0)
+        report("frequency filters (4 bands)", lambda: band_effects(model, analysis), 1, 0)
+        report("sanity check (12 blocks x 5 methods, 16 steps)", lambda: sanity_check(model, analysis, steps=16), 1, 0)
     return 0
 
 

@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
 ]
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "screenshot.png"
 PHONE_OUT = DEFAULT_OUT.with_name("screenshot-phone.png")
+CHECKS_OUT = {"grid-plot": DEFAULT_OUT.with_name("screenshot-grid.png"), "sanity-plot": DEFAULT_OUT.with_name("screenshot-sanity.png")}
 TIMEOUT_MS = 120_000
 
 
@@ -89,12 +90,28 @@ def show_view(page: Page, tab: str, plot_id: str) -> None:
     page.wait_for_timeout(800)  # let Plotly finish its layout transition before a screenshot
 
 
+def checks_screenshots(browser: Browser, url: str) -> int:
+    """The "Check the explanations" view of the forgery example: all five methods, then the sanity check."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000}, device_scale_factor=1)
+    page.goto(url)
+    open_example(page, "writer 1: forgery")
+    page.locator("#view-tabs").get_by_role("tab", name="Check the explanations").click()
+    for button, plot in (("#grid-run", "grid-plot"), ("#sanity-run", "sanity-plot")):
+        page.click(button)
+        page.wait_for_selector(f"#{plot} .js-plotly-plot .main-svg", timeout=10 * TIMEOUT_MS)
+        page.wait_for_timeout(800)
+        page.locator(f"#{plot}").screenshot(path=str(CHECKS_OUT[plot]))
+        print(CHECKS_OUT[plot])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dsn.tools.screenshot", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--phone", action="store_true", help="390x844 at 2x: what a phone shows after tapping the example")
+    parser.add_argument("--checks", action="store_true", help="the method grid and the sanity-check figure (about 2 minutes)")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} is missing; install Debian's chromium package", flush=True)
@@ -102,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.phone and args.out == DEFAULT_OUT:
         args.out = PHONE_OUT
     with serve(args.weights) as (_, url), chromium() as browser:
+        if args.checks:
+            return checks_screenshots(browser, url)
         if args.phone:
             page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
             page.goto(url)
