@@ -17,7 +17,7 @@ from dsn.inspect.attribution import LABELS, METHODS, Attribution
 from dsn.inspect.check_figures import band_figure, faithfulness_figure, grid_figure, plan_check_figure, sanity_figure
 from dsn.inspect.explanation_grid import ExplanationGrid, estimate_seconds, explanation_grid
 from dsn.inspect.faithfulness import Faithfulness, faithfulness
-from dsn.inspect.figures import attribution_figure, correspondence_figure, distance_bar_figure
+from dsn.inspect.figures import attribution_figure, correspondence_figure, distance_bar_figure, dsi_figure
 from dsn.inspect.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, band_effects
 from dsn.inspect.pair_report import PairReport, model_description, write_pair_report
 from dsn.inspect.plan_check import PlanCheck, plan_check
@@ -226,6 +226,7 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
         out = PairReport(pair, dict(model_description(model, pair.threshold_source, source_label(model))), names)
         out.add("Verdict", distance_bar_figure(pair))
         out.add("Patch correspondences", correspondence_figure(pair), None)
+        out.add("Detail vs semantics (stage 1, block 1)", dsi_figure(pair, 0, 0))
         if last is not None:
             out.add(f"Attribution: {LABELS[last.method]}", attribution_figure(last, pair.preprocessed(last.side).image))
         for (target, steps), g in store.grids.items():
