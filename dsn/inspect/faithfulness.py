@@ -14,7 +14,9 @@ arithmetic as the maps. Only ink pixels are ranked: blank paper is already the
 "removed" value, so ranking it would only pad the curve with steps that
 change nothing. Quantus' ``PixelFlipping`` ranks every pixel and runs the
 model once per step and sample; here all the steps of a curve go through the
-network in a few batches, about 20 times fewer calls for these images.
+network in a few batches, about 20 times fewer calls for these images. Quantus
+also requires ``opencv-python``, the GUI build of OpenCV, which clashes with
+the ``opencv-python-headless`` a server needs.
 """
 
 from __future__ import annotations
