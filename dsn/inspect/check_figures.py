@@ -17,6 +17,7 @@ from dsn.inspect.panels import png_source
 from dsn.inspect.plan_check import PlanCheck
 from dsn.inspect.sanity import SanityCheck
 
+SHORT_LABELS = {"integrated_gradients": "IG", "gradient_shap": "SHAP", "layer_gradcam": "Grad-CAM"}
 METHOD_COLOURS = {
     "integrated_gradients": "#1f77b4",
     "saliency": "#ff7f0e",
@@ -48,8 +49,8 @@ def ink_rows(*images: np.ndarray, margin: int = 8) -> slice:
 def grid_figure(grid: ExplanationGrid, analysis: PairAnalysis) -> go.Figure:
     """Methods (rows) x {reference, query} (columns), one symmetric colour scale for all maps."""
     methods = grid.methods
-    titles = [f"{LABELS[m]} · {side}" for m in methods for side in SIDES]
-    fig = make_subplots(len(methods), 2, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.06)
+    titles = [f"{SHORT_LABELS.get(m, LABELS[m])} · {side}" for m in methods for side in SIDES]  # short: two columns fit a phone
+    fig = make_subplots(len(methods), 2, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.05)
     rows = ink_rows(*(analysis.preprocessed(side).image for side in SIDES))
     for row, method in enumerate(methods, start=1):
         for col, side in enumerate(SIDES, start=1):
@@ -64,7 +65,16 @@ def grid_figure(grid: ExplanationGrid, analysis: PairAnalysis) -> go.Figure:
             showscale=True,
             opacity=0,
             hoverinfo="skip",
-            colorbar=dict(title=dict(text="attribution / the map's<br>99.5th pct on ink", side="top"), thickness=12, len=0.5),
+            colorbar=dict(
+                title=dict(text="attribution / the map's 99.5th percentile on ink", side="top"),
+                orientation="h",
+                thickness=10,
+                len=0.8,
+                x=0.5,
+                xanchor="center",
+                y=-0.01,
+                yanchor="top",
+            ),
         ),
         1,
         1,
@@ -74,11 +84,12 @@ def grid_figure(grid: ExplanationGrid, analysis: PairAnalysis) -> go.Figure:
         if axis.startswith("yaxis"):
             fig.layout[axis].scaleanchor = axis.replace("yaxis", "x")
     title = (
-        f"Every method, both images: the {grid.target} distance<br><sup>red raises the distance (towards forged), blue lowers it · "
+        f"Every method, both images: the {grid.target} distance<br><sup>red raises the distance (towards forged), blue lowers it<br>"
         f"{grid.steps} steps for IG / samples for SHAP · {grid.seconds:.1f} s</sup>"
     )
+    fig.update_annotations(font_size=12)
     shown = (rows.stop or 224) - (rows.start or 0)  # image rows per cell; in the app's view column a cell is ~300 px wide
-    return _finish(fig, analysis, title, int(110 + len(methods) * (45 + 300 * shown / 224)), top=90)
+    return _finish(fig, analysis, title, int(170 + len(methods) * (40 + 280 * shown / 224)), top=115, bottom=70)
 
 
 def sanity_figure(check: SanityCheck) -> go.Figure:
@@ -111,7 +122,7 @@ def sanity_figure(check: SanityCheck) -> go.Figure:
         f"Sanity check (cascading randomisation), {check.side} image<br><sup>a method that explains the model falls towards 0 "
         f"as its weights are destroyed;<br>a flat line means the map shows the input, not what the network learned · {check.seconds:.0f} s</sup>"
     )
-    return _finish(fig, None, title, 540, top=105, bottom=40)
+    return _finish(fig, None, title, 570, top=140, bottom=40)
 
 
 def faithfulness_figure(result: Faithfulness) -> go.Figure:
