@@ -39,7 +39,7 @@ def pair() -> dict:
 
 def test_api_lists_the_json_endpoints(client: Client) -> None:
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/verify", "/correspondences", "/attribute", "/dsi"} <= set(endpoints)
+    assert {"/verify", "/correspondences", "/attribute", "/dsi", "/sanity", "/faithfulness", "/plan_check", "/frequency"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/verify"]["parameters"]]
     assert names == ["reference", "query", "threshold"]
 
@@ -277,3 +277,21 @@ def test_a_visitor_who_leaves_stops_their_work(client: Client, pair: dict) -> No
     assert job.reason == "left"
     with pytest.raises(Exception):  # noqa: B017 (the client reports the server's error as its own type)
         heavy.result()
+
+
+def test_the_explanation_checks_answer_as_json(client: Client, pair: dict) -> None:
+    verdict = client.predict(**pair, api_name="/verify")
+    bands = client.predict(**pair, api_name="/frequency")["bands"]
+    assert [b["band"] for b in bands] == ["original", "LF", "LMF", "LHF"]
+    assert bands[0]["distance"] == pytest.approx(verdict["distance"], abs=1e-6)
+    plan = client.predict(**pair, api_name="/plan_check")
+    assert len(plan["patches"]) == len(plan["share"]) == len(plan["change"]) == verdict["ink_tokens_reference"]
+    assert -1.0 <= plan["spearman"] <= 1.0
+    curves = client.predict(**pair, side="query", methods="saliency", steps=1, api_name="/faithfulness")
+    assert set(curves["curves"]) == {"saliency", "random"} and len(curves["fractions"]) == 21
+    sanity = client.predict(**pair, side="query", methods="saliency", steps=1, api_name="/sanity")
+    assert len(sanity["spearman"]["saliency"]) == len(sanity["steps"]) == 12 and "saliency" in sanity["verdicts"]
+    with pytest.raises(Exception, match="methods must be a comma-separated subset"):
+        client.predict(**pair, side="query", methods="magic", steps=1, api_name="/sanity")
+    with pytest.raises(Exception, match="steps must be a whole number from 1 to 64"):
+        client.predict(**pair, side="query", methods="saliency", steps=500, api_name="/sanity")

@@ -1,4 +1,5 @@
-"""JSON endpoints for scripts: ``/verify``, ``/correspondences``, ``/attribute``, ``/dsi``.
+"""JSON endpoints for scripts: ``/verify``, ``/correspondences``, ``/attribute``, ``/dsi``, and the explanation
+checks ``/sanity``, ``/faithfulness``, ``/plan_check`` and ``/frequency``.
 
 They take two image files (``gradio_client.handle_file``) and return plain
 JSON, so a script never has to parse Plotly figures. They are hidden
@@ -17,9 +18,13 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from dsn.inference import PairAnalysis
+from dsn.inference import PairAnalysis, check_side
 from dsn.inspect.analysis import dsi_stats, match_list
 from dsn.inspect.attribution import LABELS, MAX_STEPS, METHODS, TARGETS, Attribution
+from dsn.inspect.faithfulness import faithfulness
+from dsn.inspect.frequency import band_effects
+from dsn.inspect.plan_check import plan_check
+from dsn.inspect.sanity import sanity_check
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
@@ -124,6 +129,54 @@ def build_api(model: DetailSemNet) -> None:
             blocks = max(len(s.blocks) for s in model.backbone.stages)
             return dsi_stats(pair(reference, query), whole(stage, "stage", 0, stages - 1, 0), whole(block, "block", 0, blocks - 1, 0))
 
+    def method_list(value: str | None) -> list[str]:
+        names = [m.strip() for m in (value or "").split(",") if m.strip()] or list(METHODS)
+        unknown = [m for m in names if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods must be a comma-separated subset of {list(METHODS)}, got {unknown}")
+        return names
+
+    async def sanity(reference: str, query: str, side: str, methods: str, steps: float, request: gr.Request) -> dict:
+        """Cascading randomisation: per method, the similarity to the trained map after each randomised block."""
+        with user_errors():
+            check_side(side)
+            chosen, count = method_list(methods), whole(steps, "steps", 1, 64, 16)
+
+        def work(job: Job) -> dict:
+            with user_errors():
+                result = sanity_check(model, pair(reference, query), side, "total", chosen, count, job.progress())
+            return {**result.to_dict(), "verdicts": result.verdicts()}
+
+        return await run_job("The sanity check", BUDGET_S["sanity check"], request, work)
+
+    async def faithful(reference: str, query: str, side: str, methods: str, steps: float, request: gr.Request) -> dict:
+        """Deletion and insertion curves of each method's map, with the random-order baseline and the gains."""
+        with user_errors():
+            check_side(side)
+            chosen, count = method_list(methods), whole(steps, "steps", 1, MAX_STEPS, 32)
+
+        def work(job: Job) -> dict:
+            with user_errors():
+                analysis = pair(reference, query)
+                maps = {m: explain(model, analysis, m, "total", side, count, job.progress()).map for m in chosen}
+                return faithfulness(model, analysis, maps, side, "total", progress=job.progress()).to_dict()
+
+        return await run_job("The faithfulness check", BUDGET_S["attribution"], request, work)
+
+    async def plan(reference: str, query: str, request: gr.Request) -> dict:
+        """Each reference ink patch erased and the pair verified again: measured change against the plan's share."""
+
+        def work(job: Job) -> dict:
+            with user_errors():
+                return plan_check(model, pair(reference, query), job.progress()).to_dict()
+
+        return await run_job("The plan check", BUDGET_S["attribution"], request, work)
+
+    def frequency(reference: str, query: str) -> dict:
+        """The pair under the LF / LMF / LHF filters: distance, verdict and the DSI's detail share per stage."""
+        with user_errors():
+            return {"bands": band_effects(model, pair(reference, query))}
+
     with gr.Column(visible=False):
         reference = gr.File(label="reference", type="filepath")
         query = gr.File(label="query", type="filepath")
@@ -134,6 +187,8 @@ def build_api(model: DetailSemNet) -> None:
         target = gr.Textbox("total", label="target")
         side = gr.Textbox("query", label="side")
         steps = gr.Number(32, label="steps", precision=0)
+        sanity_steps = gr.Number(16, label="steps", precision=0)
+        methods = gr.Textbox("", label="methods")
         stage = gr.Number(0, label="stage", precision=0)
         block = gr.Number(0, label="block", precision=0)
         result = gr.JSON(label="result")
@@ -142,3 +197,7 @@ def build_api(model: DetailSemNet) -> None:
     trigger.click(correspondences, [reference, query, top_k, reference_patch], result, api_name="correspondences", **FAST_LANE)
     trigger.click(attribute, [reference, query, method, target, side, steps], result, api_name="attribute", **SLOW_LANE)
     trigger.click(dsi, [reference, query, stage, block], result, api_name="dsi", **FAST_LANE)
+    trigger.click(frequency, [reference, query], result, api_name="frequency", **FAST_LANE)
+    trigger.click(plan, [reference, query], result, api_name="plan_check", **SLOW_LANE)
+    trigger.click(faithful, [reference, query, side, methods, steps], result, api_name="faithfulness", **SLOW_LANE)
+    trigger.click(sanity, [reference, query, side, methods, sanity_steps], result, api_name="sanity", **SLOW_LANE)
