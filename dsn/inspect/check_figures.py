@@ -92,27 +92,22 @@ def grid_figure(grid: ExplanationGrid, analysis: PairAnalysis) -> go.Figure:
     return _finish(fig, analysis, title, int(170 + len(methods) * (40 + 280 * shown / 224)), top=115, bottom=70)
 
 
+def _paired_line(fig: go.Figure, col: int, x: object, y: object, name: str, method: str, hover: str, **style: object) -> None:
+    """One method's line in column ``col`` of a two-panel figure; the legend lists it once, for both panels."""
+    mode, dash = style.get("mode", "lines"), style.get("dash")
+    line = dict(color=METHOD_COLOURS.get(method, "#333"), dash=dash)
+    trace = go.Scatter(x=x, y=y, mode=mode, name=name, legendgroup=method, showlegend=col == 1, line=line, hovertemplate=hover)
+    fig.add_trace(trace, 1, col)
+
+
 def sanity_figure(check: SanityCheck) -> go.Figure:
     """Similarity to the trained model's map as the network is randomised from the top down, per method."""
     fig = make_subplots(1, 2, subplot_titles=["Spearman rank correlation (signed map, ink pixels)", "SSIM of |map|"])
     x = ["trained", *check.steps]
     for method, values in check.spearman.items():
-        colour = METHOD_COLOURS.get(method, "#333")
+        hover = f"{LABELS.get(method, method)}<br>%{{x}} random<br>%{{y:.2f}}<extra></extra>"
         for col, series in ((1, values), (2, check.ssim[method])):
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=[1.0, *series],
-                    mode="lines+markers",
-                    name=LABELS.get(method, method),
-                    legendgroup=method,
-                    showlegend=col == 1,
-                    line=dict(color=colour),
-                    hovertemplate=f"{LABELS.get(method, method)}<br>%{{x}} random<br>%{{y:.2f}}<extra></extra>",
-                ),
-                1,
-                col,
-            )
+            _paired_line(fig, col, x, [1.0, *series], LABELS.get(method, method), method, hover, mode="lines+markers")
     fig.add_hline(y=0.5, line=dict(color="#c0392b", dash="dot"), annotation_text="0.5", row=1, col=1)
     fig.update_xaxes(tickangle=-45, tickfont=dict(size=10), title_text="randomised down to (cumulative)")
     fig.update_yaxes(range=[-1.05, 1.05], row=1, col=1)
@@ -131,26 +126,12 @@ def faithfulness_figure(result: Faithfulness) -> go.Figure:
     fig = make_subplots(1, 2, subplot_titles=["Deletion: remove ink, highest attribution first", "Insertion: add ink to blank paper"])
     curves = {**result.curves, "random": result.random}
     for method, c in curves.items():
-        colour = METHOD_COLOURS.get(method, "#333")
         label = "random order (mean of 5)" if method == "random" else LABELS.get(method, method)
-        dash = "dot" if method == "random" else None
         for col, (series, auc) in enumerate(
             ((c.deletion, summary[method]["deletion_auc"]), (c.insertion, summary[method]["insertion_auc"])), 1
         ):
-            fig.add_trace(
-                go.Scatter(
-                    x=100 * c.fractions,
-                    y=series,
-                    mode="lines",
-                    name=label,
-                    legendgroup=method,
-                    showlegend=col == 1,
-                    line=dict(color=colour, dash=dash),
-                    hovertemplate=f"{label}<br>%{{x:.0f}} % of the ink<br>distance %{{y:.3f}}<br>AUC {auc:.3f}<extra></extra>",
-                ),
-                1,
-                col,
-            )
+            hover = f"{label}<br>%{{x:.0f}} % of the ink<br>distance %{{y:.3f}}<br>AUC {auc:.3f}<extra></extra>"
+            _paired_line(fig, col, 100 * c.fractions, series, label, method, hover, dash="dot" if method == "random" else None)
     fig.update_xaxes(title_text="% of the ink pixels", range=[0, 100])
     fig.update_yaxes(title_text=f"{result.target} distance", row=1, col=1)
     fig.update_layout(legend=dict(orientation="h", y=-0.25), font=FONT)
