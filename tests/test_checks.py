@@ -13,7 +13,7 @@ from conftest import EXAMPLES
 from dsn.inference import PairAnalysis, analyze_pair
 from dsn.inspect.attribution import attribute, distance_function
 from dsn.inspect.check_figures import grid_figure, sanity_figure
-from dsn.inspect.explanation_grid import estimate_seconds, explanation_grid
+from dsn.inspect.explanation_grid import explanation_grid
 from dsn.inspect.faithfulness import faithfulness, random_orders
 from dsn.inspect.frequency import BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, filter_image, radial_frequency
 from dsn.inspect.plan_check import plan_check, structural_after_erasing
@@ -104,7 +104,6 @@ def test_frequency_filters_keep_only_their_band(analysis: PairAnalysis) -> None:
 
 
 def test_the_grid_has_every_method_for_both_images_on_one_scale(model: DetailSemNet, analysis: PairAnalysis) -> None:
-    assert estimate_seconds(analysis, 8) > 0
     grid = explanation_grid(model, analysis, steps=4)
     assert len(grid.maps) == 10
     for method, side in grid.maps:
@@ -130,3 +129,21 @@ def test_cli_report_writes_an_offline_html_and_its_numbers(tmp_path: Path, capsy
     record = json.loads((tmp_path / "pair-report.json").read_text())
     assert record["verification"]["verdict"] in ("genuine", "forged") and "weights" in record["model"]
     assert {"faithfulness", "plan_check", "frequency"} <= set(record)
+
+
+def test_the_grid_estimate_is_the_attribution_tabs_and_becomes_measured(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    from dsn.ui.tabs.attribution import estimate_seconds, record_cost
+    from dsn.ui.tabs.checks import estimate_text
+
+    def seconds(text: str) -> float:
+        return float(text.split("about **")[1].split(" s**")[0])
+
+    few, many = estimate_text(model, analysis, 4), estimate_text(model, analysis, 64)
+    assert "estimated from the verify time" in few and seconds(many) > seconds(few)
+    each = sum(
+        estimate_seconds(model, analysis, m, 64)[0]
+        for m in ("integrated_gradients", "saliency", "gradient_shap", "occlusion", "layer_gradcam")
+    )
+    assert seconds(many) == pytest.approx(2 * each, abs=0.5)  # both images
+    record_cost(model, analysis, "integrated_gradients", 16, 100.0)
+    assert "measured on this machine" in estimate_text(model, analysis, 4)

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsn.inference import SIDES, PairAnalysis
-from dsn.inspect.attribution import HEAVY, METHODS, Attribution, attribute
+from dsn.inspect.attribution import METHODS, Attribution, attribute
 from dsn.model.detailsemnet import DetailSemNet
 
 Progress = Callable[[float, str], None]
-# Relative cost of one map, in backbone passes over one image, from the measured app timings on 2 CPU cores
-# (verify = 2 images in 0.037 s): used for the estimate shown before anything runs.
+# Rough relative cost of one map, in backbone passes over one image, for the progress bar only (measured on
+# 2 CPU cores: Saliency and Grad-CAM ~0.1 s, Occlusion ~2 s, IG / SHAP ~0.025 s per step or sample).
 _PASSES = {"saliency": 3.0, "layer_gradcam": 3.0, "occlusion": 100.0}
-_PASSES_PER_STEP = 1.5  # Integrated Gradients / Gradient SHAP: one forward and backward per step or sample
+_PASSES_PER_STEP = 1.5
 
 
 @dataclass
@@ -52,13 +52,6 @@ class ExplanationGrid:
         return np.clip(self.maps[(method, side)].map / self.limit(method, side), -1.0, 1.0).astype(np.float32)
 
 
-def estimate_seconds(analysis: PairAnalysis, steps: int, methods: Sequence[str] = METHODS) -> float:
-    """Seconds the grid will take, from the pair's own verify time, before running anything."""
-    per_pass = max(analysis.seconds, 1e-3) / 2.0
-    passes = sum(_PASSES.get(m, _PASSES_PER_STEP * steps) for m in methods)
-    return 2 * passes * per_pass  # both sides
-
-
 def explanation_grid(
     model: DetailSemNet,
     analysis: PairAnalysis,
@@ -80,9 +73,7 @@ def explanation_grid(
             if progress is not None:
                 progress(min(base + span * fraction, 0.99), f"{text} ({side})")
 
-        maps[(method, side)] = attribute(
-            model, analysis, method, target=target, side=side, steps=steps if method in HEAVY else 32, progress=report
-        )
+        maps[(method, side)] = attribute(model, analysis, method, target=target, side=side, steps=steps, progress=report)
         done += weight
     ink = {side: analysis.preprocessed(side).image > 0 for side in SIDES}
     grid = ExplanationGrid(maps, ink, target, steps, time.perf_counter() - started)

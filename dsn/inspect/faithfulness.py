@@ -129,7 +129,7 @@ def faithfulness(
     fractions = np.linspace(0.0, 1.0, steps + 1)
     orders = {method: ink_order(np.asarray(values), ink) for method, values in maps.items()}
     randoms = random_orders(ink)
-    jobs = [(name, order) for name, order in orders.items()] + [(f"random {i}", order) for i, order in enumerate(randoms)]
+    jobs = [*orders.items(), *((f"random {i}", order) for i, order in enumerate(randoms))]
 
     def distances(images: np.ndarray) -> np.ndarray:
         out = []

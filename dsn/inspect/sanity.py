@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
+from timm.layers import LayerScale2d
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.attribution import METHODS, attribute
@@ -47,16 +48,19 @@ def cascade(model: DetailSemNet) -> list[tuple[str, list[torch.nn.Module]]]:
 
 
 def randomise(modules: Sequence[torch.nn.Module], seed: int) -> None:
-    """Re-initialise every convolution, linear layer and normalisation in ``modules`` as at construction."""
+    """Re-initialise every convolution, linear layer and normalisation in ``modules`` as at construction.
+
+    Layer scales keep their trained values: reset to their 1e-5 start they would switch a
+    randomised block off (its residual branch would vanish) instead of making it random.
+    """
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         for module in modules:
             for layer in module.modules():
-                if hasattr(layer, "reset_parameters") and any(True for _ in layer.parameters(recurse=False)):
-                    layer.reset_parameters()
-                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-                    layer.reset_running_stats()
+                owns_weights = any(True for _ in layer.parameters(recurse=False))
+                if owns_weights and hasattr(layer, "reset_parameters") and not isinstance(layer, LayerScale2d):
+                    layer.reset_parameters()  # for normalisations this also resets the running statistics
     finally:
         torch.random.set_rng_state(generator_state)
 

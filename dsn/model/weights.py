@@ -8,6 +8,7 @@ the internet must not be able to run code on a visitor's machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -58,6 +59,14 @@ def save_folder(model: DetailSemNet, folder: str | Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256, hashed once per version of the file: a Hub load checks it against the Hub and the sidecar."""
+    real = Path(os.path.realpath(path))
+    status = real.stat()
+    return _sha256_of(real, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: Path, inode: int, size: int, mtime_ns: int) -> str:  # a rewritten or replaced file is hashed again
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

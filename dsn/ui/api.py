@@ -102,8 +102,7 @@ def build_api(model: DetailSemNet) -> None:
                 raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
             if target not in TARGETS:
                 raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
-            if side not in ("query", "reference"):
-                raise ValueError(f"side must be 'query' or 'reference', got {side!r}")
+            check_side(side)
             count = whole(steps, "steps", 1, MAX_STEPS, 32)
 
         def work(job: Job) -> Attribution:

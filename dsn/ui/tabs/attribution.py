@@ -132,10 +132,10 @@ def seconds_per_batch(model: DetailSemNet, analysis: PairAnalysis) -> tuple[floa
 def record_cost(model: DetailSemNet, analysis: PairAnalysis, method: str, steps: int, seconds: float) -> None:
     """Remember what one batch cost in a real attribution, for the next estimates."""
     if method in HEAVY:
-        _seconds_per_batch[id(model)] = seconds / max(_calls(analysis, method, steps), 1e-9)
+        _seconds_per_batch[id(model)] = seconds / max(model_calls(analysis, method, steps), 1e-9)
 
 
-def _calls(analysis: PairAnalysis, method: str, steps: int) -> float:
+def model_calls(analysis: PairAnalysis, method: str, steps: int) -> float:
     """Model calls of BATCH images the method needs (forward-only counts a third)."""
     if method == "integrated_gradients":
         return math.ceil(steps / BATCH) + 1
@@ -150,6 +150,12 @@ def _calls(analysis: PairAnalysis, method: str, steps: int) -> float:
     return 1 / BATCH
 
 
+def estimate_seconds(model: DetailSemNet, analysis: PairAnalysis, method: str, steps: int) -> tuple[float, bool]:
+    """(seconds one map of ``method`` will take, measured?) without running the model."""
+    per_batch, measured = seconds_per_batch(model, analysis)
+    return model_calls(analysis, method, steps) * per_batch, measured
+
+
 def describe(analysis: PairAnalysis | None, method: str, steps: float, model: DetailSemNet | None = None) -> str:
     """The line shown before running: what the method costs, with a measured time estimate when possible."""
     label = LABELS.get(method, method)
@@ -157,8 +163,7 @@ def describe(analysis: PairAnalysis | None, method: str, steps: float, model: De
         return f"**{label}**: fast (one backward pass)."
     text = f"**{label}** is heavy: {HEAVY[method]}."
     if analysis is not None and model is not None:
-        per_batch, measured = seconds_per_batch(model, analysis)
-        seconds = _calls(analysis, method, int(steps)) * per_batch
+        seconds, measured = estimate_seconds(model, analysis, method, int(steps))
         basis = "measured on this machine" if measured else "estimated from the verify time"
         text += f" Expect **~{max(seconds, 0.1):.0f} s** ({basis})."
     return text

@@ -15,7 +15,7 @@ import gradio as gr
 from dsn.inference import PairAnalysis, is_untrained, source_label
 from dsn.inspect.attribution import LABELS, METHODS, Attribution
 from dsn.inspect.check_figures import band_figure, faithfulness_figure, grid_figure, plan_check_figure, sanity_figure
-from dsn.inspect.explanation_grid import ExplanationGrid, estimate_seconds, explanation_grid
+from dsn.inspect.explanation_grid import ExplanationGrid, explanation_grid
 from dsn.inspect.faithfulness import Faithfulness, faithfulness
 from dsn.inspect.figures import attribution_figure, correspondence_figure, distance_bar_figure, dsi_figure
 from dsn.inspect.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, band_effects
@@ -26,6 +26,7 @@ from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
 from dsn.ui.guide import how_to_read
 from dsn.ui.jobs import Job, run_job
+from dsn.ui.tabs.attribution import estimate_seconds, record_cost
 
 SANITY_STEPS = 16  # IG steps / SHAP samples per map in the cascade: 12 cascade steps x 5 maps
 
@@ -64,6 +65,7 @@ class ChecksView:
     bands: gr.Plot
     report_run: gr.Button
     report_files: gr.File
+    model: DetailSemNet | None = None  # set by ``wire_checks``; used for the time estimate
 
     @property
     def outputs(self) -> list:
@@ -75,13 +77,30 @@ class ChecksView:
 
     def on_new_pair(self, analysis: PairAnalysis | None, steps: float) -> tuple:
         prompt = "Choose a filter to verify this pair again with only those frequencies."
-        return (PairChecks(), estimate_text(analysis, steps), None, None, "", None, "", None, "", "original", prompt, None, None)
+        return (
+            PairChecks(),
+            estimate_text(self.model, analysis, steps),
+            None,
+            None,
+            "",
+            None,
+            "",
+            None,
+            "",
+            "original",
+            prompt,
+            None,
+            None,
+        )
 
 
-def estimate_text(analysis: PairAnalysis | None, steps: float) -> str:
-    if analysis is None:
+def estimate_text(model: DetailSemNet | None, analysis: PairAnalysis | None, steps: float) -> str:
+    """The grid's cost before it runs, from the same estimate the Attributions tab shows (each map, both images)."""
+    if analysis is None or model is None:
         return "Verify a pair first."
-    return f"All five methods for both images: about {estimate_seconds(analysis, int(steps)):.0f} s on this machine."
+    costs = [estimate_seconds(model, analysis, method, int(steps)) for method in METHODS]
+    basis = "measured on this machine" if all(measured for _, measured in costs) else "estimated from the verify time"
+    return f"All five methods for both images: about **{2 * sum(s for s, _ in costs):.0f} s** ({basis})."
 
 
 def build_checks_tab() -> ChecksView:
@@ -92,7 +111,7 @@ def build_checks_tab() -> ChecksView:
     with gr.Row():
         target = gr.Radio(["total", "global", "structural"], value="total", label="Explain which distance")
         steps = gr.Slider(4, 64, value=16, step=4, label="Steps (IG) / samples (SHAP)", elem_id="grid-steps")
-    estimate = gr.Markdown(estimate_text(None, 16), elem_id="grid-estimate")
+    estimate = gr.Markdown(estimate_text(None, None, 16), elem_id="grid-estimate")
     grid_run = gr.Button("Compute all five methods for both images", variant="primary", elem_id="grid-run")
     grid = gr.Plot(label="All methods", elem_id="grid-plot")
     gr.Markdown("### Sanity check and faithfulness")
@@ -158,6 +177,7 @@ def _band_text(rows: list[dict], band: str) -> str:
 
 def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attribution: gr.State) -> None:
     """Connect the buttons; ``attribution`` is the Attributions tab's last map (for the report)."""
+    view.model = model
 
     async def grid(pair, store, target, steps, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
         pair, key = _need(pair), (target, int(steps))
@@ -168,7 +188,9 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
                 request,
                 lambda job: explanation_grid(model, pair, target, int(steps), METHODS, job.progress(progress)),
             )
-        return store, grid_figure(store.grids[key], pair)
+            ig = store.grids[key].maps[("integrated_gradients", "query")]
+            record_cost(model, pair, ig.method, int(steps), ig.seconds)  # later estimates here and in Attributions are measured
+        return store, grid_figure(store.grids[key], pair), estimate_text(model, pair, steps)
 
     async def sanity(pair, store, side, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
         pair = _need(pair)
@@ -246,7 +268,9 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
         return [str(p) for p in write_pair_report(out, tempfile.mkdtemp(prefix="dsn-pair-")).values()]
 
     private = {"api_visibility": "private"}
-    view.grid_run.click(grid, [analysis, view.store, view.target, view.steps], [view.store, view.grid], **private, **SLOW_LANE)
+    view.grid_run.click(
+        grid, [analysis, view.store, view.target, view.steps], [view.store, view.grid, view.estimate], **private, **SLOW_LANE
+    )
     view.sanity_run.click(sanity, [analysis, view.store, view.side], [view.store, view.sanity, view.sanity_text], **private, **SLOW_LANE)
     view.faith_run.click(
         faith, [analysis, view.store, view.side, view.steps], [view.store, view.faith, view.faith_text], **private, **SLOW_LANE
@@ -254,4 +278,4 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
     view.plan_run.click(plan, [analysis, view.store], [view.store, view.plan, view.plan_text], **private, **SLOW_LANE)
     view.band.input(frequency, [analysis, view.store, view.band], [view.store, view.band_text, view.bands], **private, **FAST_LANE)
     view.report_run.click(report, [analysis, view.store, attribution], view.report_files, **private, **SLOW_LANE)
-    view.steps.change(estimate_text, [analysis, view.steps], view.estimate, **private)
+    view.steps.change(lambda pair, steps: estimate_text(model, pair, steps), [analysis, view.steps], view.estimate, **private)
