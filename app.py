@@ -35,14 +35,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(env.get("DSN_THREADS", "0")),
         help="torch CPU threads (default: torch's choice); on a busy shared CPU, 1 avoids thread-barrier stalls",
     )
+    parser.add_argument(
+        "--precision",
+        default=env.get("DSN_PRECISION", "auto"),
+        choices=["auto", "fp32", "bf16"],
+        help="backbone precision (default auto: bf16 on CUDA and for dataset embedding on CPUs with AMX, else fp32)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     roots = args.data_root or [p for p in os.environ.get("DSN_DATA_ROOT", "").split(os.pathsep) if p]
+    import dsn
     from dsn.model.weights import WeightsError
 
+    dsn.set_precision(args.precision)
     if args.threads > 0:
         import torch
 

@@ -8,51 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 
 from dsn import explain_cli
-from dsn.training.train import TrainConfig
-
-
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train on a dataset folder (resumable)")
-    p.add_argument(
-        "--data",
-        required=True,
-        action="append",
-        help="dataset folder, e.g. ../shared/datasets/cedar; repeat it to train one model on several datasets",
-    )
-    p.add_argument("--out", required=True, help="run folder, e.g. runs/cedar-tiny")
-    p.add_argument(
-        "--size",
-        dest="backbone",
-        default="dsnet_tiny",
-        choices=["dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official"],
-    )
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last")
-    p.add_argument(
-        "--stop-after-epoch",
-        type=int,
-        default=None,
-        help="end this call after that epoch (resume later; the schedule still spans --epochs)",
-    )
-    defaults = TrainConfig(data=[], out="")
-    for f in fields(TrainConfig):
-        if f.name in {"data", "out", "backbone", "notes"}:
-            continue
-        value = getattr(defaults, f.name)
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from dsn.training.train import run
-
-    names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    state = run(cfg, resume=args.resume, stop_after=args.stop_after_epoch)
-    print(json.dumps({"best_val_eer": state["best_eer"], "epochs": state["epoch"], "steps": state["step"]}))
-    return 0
-
+from dsn.training.cli import add_pack_parser, add_train_parser, run_pack, run_train
 
 UNTRAINED_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -113,6 +71,9 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="dataset folder, e.g. ../shared/datasets/cedar (also the root of relative CSV paths)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--pairs", default=None, help="CSV with reference,query,label columns instead of the standard protocol pairs")
+    p.add_argument(
+        "--precision", default=None, choices=["auto", "fp32", "bf16"], help="backbone precision (default: DSN_PRECISION, else auto)"
+    )
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the checkpoint's, chosen on val)")
     p.add_argument(
         "--references",
@@ -156,10 +117,13 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from dsn.evaluation.evaluate import evaluate, format_summary, load_images_and_pairs, load_model_for_evaluation
     from dsn.evaluation.multi_reference import format_multi_reference, multi_reference_metrics
     from dsn.evaluation.report import write_pair_rows, write_report
+    from dsn.inference import set_precision
     from dsn.model.weights import WeightsError
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision:
+        set_precision(args.precision)
     try:
         model, trained = load_model_for_evaluation(args.weights, args.allow_untrained)
         images, pairs = load_images_and_pairs(args.data, args.split, args.pairs)
@@ -201,6 +165,9 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="checkpoint folder to calibrate (config.json and metrics.json are rewritten)")
     p.add_argument("--data", required=True, action="append", help="dataset folder whose val writers set the threshold (repeatable: pooled)")
     p.add_argument("--sinkhorn-iterations", type=int, default=None, help="ship with this many Sinkhorn iterations (default: keep)")
+    p.add_argument(
+        "--precision", default=None, choices=["auto", "fp32", "bf16"], help="backbone precision (default: DSN_PRECISION, else auto)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -211,10 +178,13 @@ def run_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
     from dsn.evaluation.calibrate import calibrate
+    from dsn.inference import set_precision
     from dsn.model.weights import WeightsError
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision:
+        set_precision(args.precision)
     try:
         command = shlex.join(["python", "-m", "dsn", *argv])
         val = calibrate(args.weights, args.data, args.sinkhorn_iterations, progress=not args.no_progress, command=command)
@@ -321,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_verify_parser(sub)
     add_train_parser(sub)
+    add_pack_parser(sub)
     add_evaluate_parser(sub)
     add_calibrate_parser(sub)
     add_push_parser(sub)
@@ -333,7 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    handlers = {"verify": run_verify, "train": run_train, "push": run_push, "card": run_card, "convert-official": run_convert}
+    handlers = {
+        "verify": run_verify,
+        "train": run_train,
+        "pack-data": run_pack,
+        "push": run_push,
+        "card": run_card,
+        "convert-official": run_convert,
+    }
     handlers |= {"evaluate": lambda a: run_evaluate(a, argv), "calibrate": lambda a: run_calibrate(a, argv)}
     handlers |= dict.fromkeys(("sanity", "faithfulness", "plan-check", "frequency", "report"), explain_cli.run)
     try:

@@ -4,9 +4,10 @@ The CLI, the app's views and JSON API, reference sets, dataset evaluation and th
 explorer all embed through :func:`embed` and score through :func:`compare`, so a pair
 gets the same distance wherever it is shown. Here, and only here, is decided:
 
-- **precision**: the backbone runs under bf16 autocast on CUDA and in float32 on the
-  CPU (``"auto"``); :func:`set_precision` (or ``DSN_PRECISION``) forces one for every
-  path at once. The matching always runs in float32: Sinkhorn at a small epsilon
+- **precision**: under ``"auto"`` the backbone runs under bf16 autocast on CUDA; on a CPU with
+  native bf16 (AMX / AVX512-BF16) *bulk* embedding (datasets: evaluation, calibration, the
+  explorer) runs in bf16 too, while a single pair and attributions stay float32, where bf16 does
+  not pay; :func:`set_precision` (or ``DSN_PRECISION``) forces one for every path at once. The matching always runs in float32: Sinkhorn at a small epsilon
   needs it. Attributions differentiate the model in float32 whatever the policy.
 - **where results live**: on the CPU, in float32, ready for numpy and JSON.
 
@@ -33,6 +34,7 @@ from dsn.data.preprocess import Preprocessed, PreprocessError, preprocess
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
 from dsn.model.matching import Transport
+from dsn.precision import cpu_has_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16")
 UNTRAINED_SOURCE = "random initialisation (untrained)"
@@ -42,24 +44,30 @@ _precision = os.environ.get("DSN_PRECISION", "auto")
 
 # ----------------------------------------------------------------------------- precision policy
 def set_precision(value: str) -> None:
-    """Backbone precision of every inference path: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
+    """Backbone precision of every inference path: ``auto`` (bf16 on CUDA and for datasets on bf16 CPUs), ``fp32`` or ``bf16``."""
     global _precision
     if value not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
     _precision = value
 
 
-def precision_for(device: torch.device) -> str:
-    """``fp32`` or ``bf16``: what the backbone runs in on ``device`` under the current policy."""
+def precision_for(device: torch.device, bulk: bool = False) -> str:
+    """``fp32`` or ``bf16``: what the backbone runs in on ``device`` under the current policy.
+
+    ``bulk``: embedding a dataset. On a CPU with native bf16 that is 1.9-2.8x faster in bf16
+    (measured: see README), and moves no test split's EER by more than 0.1 point.
+    """
     if _precision not in PRECISIONS:
         raise ValueError(f"DSN_PRECISION must be one of {PRECISIONS}, got {_precision!r}")
     if _precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "bf16"
+        return "bf16" if bulk and cpu_has_bf16() else "fp32"
     return _precision
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if precision_for(device) == "bf16":
+def autocast(device: torch.device, bulk: bool = False) -> contextlib.AbstractContextManager:
+    if precision_for(device, bulk) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -75,14 +83,15 @@ def embed(
     pixels: torch.Tensor,
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    bulk: bool = False,
 ) -> Embedding:
-    """Embed (B, 1, H, W) model inputs in batches; float32 on the CPU."""
+    """Embed (B, 1, H, W) model inputs in batches; float32 on the CPU. ``bulk``: part of a dataset (see ``precision_for``)."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or max(1, len(pixels))
     parts = []
     for first in range(0, len(pixels), batch_size):
-        with autocast(device):
+        with autocast(device, bulk):
             part = model.embed(pixels[first : first + batch_size].to(device))
         parts.append(Embedding(_cpu(part.global_feature), _cpu(part.tokens), part.ink_mask.cpu(), part.grid))
         if on_batch is not None:
@@ -100,6 +109,8 @@ def compare(model: DetailSemNet, reference: Embedding, query: Embedding) -> Veri
         return Embedding(e.global_feature.to(device, torch.float32), e.tokens.to(device, torch.float32), e.ink_mask.to(device), e.grid)
 
     v = model.compare(there(reference), there(query))
+    if not torch.isfinite(v.distance).all():
+        raise ValueError("the model produced a non-finite distance (NaN or infinity): its weights or the input are broken")
     return Verification(
         distance=_cpu(v.distance),
         global_distance=_cpu(v.global_distance),

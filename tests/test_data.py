@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import write_pairs_csv
 
+from dsn.data.augment import Augment
 from dsn.data.dataset import (
-    Augment,
     ImageCache,
     Pair,
     list_images,
@@ -261,3 +261,14 @@ def test_image_cache_holds_preprocessed_images(tiny_dataset: Path):
     assert batch.shape == (3, 1, 64, 64) and batch.dtype == torch.float32
     assert torch.equal(batch[0, 0], torch.from_numpy(cache[2]))
     assert torch.equal(batch[1, 0], torch.from_numpy(cache[0]))
+
+
+def test_pairs_csv_with_a_short_row_or_another_encoding_is_refused_by_name(tmp_path: Path) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text("reference,query,label\nonly-one-column\n")
+    with pytest.raises(ValueError, match=r"short\.csv, row 2: no query / label"):
+        read_pairs_csv(short)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("reference,query,label\nr\xe9f.png,q.png,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.csv is not UTF-8 text .* save the pairs CSV as UTF-8"):
+        read_pairs_csv(latin)

@@ -171,3 +171,50 @@ def test_unusable_cache_locations_get_a_clear_error(model, dataset, tmp_path):
     cache.shard_path(model, dataset).mkdir(parents=True)  # a folder where the shard file belongs
     with pytest.raises(CacheLocationError, match="is a folder, not a file"):
         cache.embed(model, dataset)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A real 2 MB tmpfs filled to the brim (needs root), unmounted afterwards."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        (mount / "filler").write_bytes(b"\0" * (2 * 2**20))
+    except OSError:
+        pass  # the disk is full now
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_costs_the_cache_not_the_result(model, dataset, full_disk, caplog):
+    direct = embed_cache(model, ImageCache(dataset, size=64, progress=False), progress=False)
+    cache = EmbeddingCache(full_disk / "cache")
+    with caplog.at_level("WARNING"):
+        first = cache.embed(model, dataset)
+        second = cache.embed(model, dataset)
+    assert_same(first, direct)
+    assert_same(second, direct)
+    assert cache.last.not_stored == len(dataset)
+    warnings = [r.getMessage() for r in caplog.records if "going on without caching" in r.getMessage()]
+    assert len(warnings) == 1, "warned once, not at every call"
+    assert "No space left on device" in warnings[0] and str(full_disk) not in warnings[0].split("(")[-1]
+
+
+def test_stale_temp_files_beside_a_shard_are_cleaned(model, dataset, tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.embed(model, dataset[:3])
+    shard = cache.last.shard
+    stale = shard.with_name(shard.name + ".abc123.tmp")
+    stale.write_bytes(b"half a shard from a killed writer")
+    cache.embed(model, dataset)  # new rows: the shard is rewritten, and the stale file goes
+    assert not stale.exists()

@@ -28,6 +28,7 @@ from dsn.evaluation.evaluate import (
 from dsn.evaluation.metrics import equal_error_rate
 from dsn.evaluation.report import det_figure, distance_histogram, per_writer_table, roc_figure
 from dsn.evaluation.scoring import PairScores
+from dsn.inference import set_precision
 from dsn.model import weights
 from dsn.model.detailsemnet import DetailSemNet
 
@@ -60,8 +61,14 @@ def test_cached_distances_equal_pairwise_forward_pass(tiny_weights: Path) -> Non
     model = DetailSemNet.load(tiny_weights)
     writer_images = [im for im in split_images(DATASETS / "cedar", "test") if im.writer == 11]
     images = [im for im in writer_images if im.genuine][:2] + [im for im in writer_images if not im.genuine][:2]
-    result = evaluate(model, images, progress=False)
-    assert len(result.pairs) == 1 + 4
+    bulk = evaluate(model, images, progress=False)  # "auto": bf16 on a CPU with AMX, else float32
+    set_precision("fp32")  # the comparison below is with the float32 forward pass
+    try:
+        result = evaluate(model, images, progress=False)
+    finally:
+        set_precision("auto")
+    assert len(result.pairs) == 1 + 4 and result.info["precision"] == "fp32"
+    np.testing.assert_allclose(bulk.scores.distance, result.scores.distance, atol=0.02, rtol=0)
 
     fresh = {im.path: preprocess(im.path).tensor() for im in images}
     ref = torch.cat([fresh[images[p.a].path] for p in result.pairs])

@@ -79,3 +79,10 @@ def test_the_check_runs_once_per_pair_not_on_every_rethreshold(monkeypatch: pyte
     for threshold in (0.1, 0.2, 0.3):
         assert analysis.with_threshold(threshold).summary()["input_warnings"]["query"]
     assert len(calls) == 2, "re-deciding at another threshold must not re-check the images"
+
+
+def test_the_stroke_width_warning_says_strokes_are_too_wide() -> None:
+    image = np.zeros((224, 224), np.float32)
+    image[60:160, 40:180] = 1.0  # a filled block: strokes far wider than a pen's
+    warned = [w for w in handwriting_warnings(image) if "px wide" in w]
+    assert warned and "thinner lines" in warned[0] and "look thinner" not in warned[0]

@@ -15,6 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dsn"
 LAYERS = [
+    ["dsn.precision"],  # which device and number format: no dsn imports at all
     ["dsn.model"],
     ["dsn.data"],
     ["dsn.inference", "dsn.hub"],

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
-from dsn.model.weights import CHECKSUM_NAME, CONFIG_NAME, WEIGHTS_NAME, WeightsError
+from dsn.model.weights import CHECKSUM_NAME, CONFIG_NAME, SHA256_KEY, WEIGHTS_NAME, WeightsError
 
 SIZE = 64  # a 2x2 final grid: every code path, a fraction of the compute
 
@@ -107,8 +107,11 @@ def saved(model: DetailSemNet, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _copy(saved: Path, target: Path) -> Path:
     target.mkdir()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):  # no checksum file: each test breaks the weights in its own way
-        (target / name).write_bytes((saved / name).read_bytes())
+    # no checksum, as in checkpoints older than checksums: each test breaks the weights in its own way
+    (target / WEIGHTS_NAME).write_bytes((saved / WEIGHTS_NAME).read_bytes())
+    config = json.loads((saved / CONFIG_NAME).read_text())
+    config.pop(SHA256_KEY)
+    (target / CONFIG_NAME).write_text(json.dumps(config))
     return target
 
 
@@ -162,7 +165,7 @@ def test_missing_or_unexpected_keys_are_refused(saved: Path, tmp_path: Path, cha
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
-        ('{"backbone": "dsnet_huge"}', "wrong architecture"),
+        ('{"backbone": "dsnet_huge"}', "backbone must be one of this project's"),
         ('{"lambda": 2}', "does not know"),
         ('{"img_size": 60000}', "img_size must be between 32 and 1024"),
         ('{"img_size": "224"}', "img_size must be an integer"),
@@ -208,4 +211,37 @@ def test_flipped_bytes_in_the_weights_are_refused(saved: Path, tmp_path: Path) -
     with pytest.raises(WeightsError, match="corrupted or was changed"):
         DetailSemNet.load(folder)
     (folder / CHECKSUM_NAME).unlink()
-    DetailSemNet.load(folder)  # without a checksum the same bytes load: the check is what protects
+    with pytest.warns(UserWarning, match="no checksum recorded"):
+        DetailSemNet.load(folder)  # without any checksum the same bytes load, and the warning says so
+
+    # a checkpoint saved now records the sha256 in config.json too: deleting the sidecar skips nothing
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        (signed / name).write_bytes((saved / name).read_bytes())
+    assert json.loads((signed / CONFIG_NAME).read_text())[SHA256_KEY] == recorded
+    (signed / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="recorded in config.json"):
+        DetailSemNet.load(signed)
+
+
+def test_configs_naming_other_backbones_are_refused_before_anything_is_built(saved: Path, tmp_path: Path) -> None:
+    for backbone in ("vit_huge_patch14_224", "hf-hub:someone/evil-model"):
+        folder = _copy(saved, tmp_path / backbone.replace(":", "_").replace("/", "_"))
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        (folder / CONFIG_NAME).write_text(json.dumps({**config, "backbone": backbone}))
+        with pytest.raises(WeightsError, match="backbone must be one of this project's"):
+            DetailSemNet.load(folder)
+
+
+def test_nan_weights_and_absurdly_nested_configs_are_refused(saved: Path, tmp_path: Path) -> None:
+    folder = _copy(saved, tmp_path / "nan")
+    state = load_file(str(folder / WEIGHTS_NAME))
+    state["match_proj.weight"][0, 0] = float("nan")
+    save_file(state, str(folder / WEIGHTS_NAME))
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        DetailSemNet.load(folder)
+    folder = _copy(saved, tmp_path / "nested")
+    (folder / CONFIG_NAME).write_text("[" * 100_000)
+    with pytest.raises(WeightsError, match="nested too deeply"):
+        DetailSemNet.load(folder)

@@ -322,3 +322,10 @@ def test_the_app_serves_an_official_checkpoint(official_folder):
         assert client.predict(ref, query, 5, -1, api_name="/correspondences")["matches"]
         assert client.predict(ref, query, 2, 0, api_name="/dsi")["pool_size"] == 1
         assert client.predict(ref, query, "layer_gradcam", "total", "query", 8, api_name="/attribute")["stats"]
+
+
+def test_a_text_file_named_pt_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
+    fake = tmp_path / "best.pt"
+    fake.write_text("hello world\n")
+    with pytest.raises(ConversionError, match=r"best\.pt is not a readable PyTorch checkpoint"):
+        read_official_state_dict(fake)

@@ -16,7 +16,7 @@ from dsn.cli import main
 from dsn.hub.modelcard import REQUIRED_SECTIONS, check_model_card, train_command, write_model_card
 from dsn.hub.publish import MAX_CHECKPOINT_BYTES, PublishError, check_checkpoint, push_checkpoint
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.training.train import TrainConfig
+from dsn.training.config import TrainConfig
 
 VAL = {
     "eer": 0.081,

@@ -17,7 +17,10 @@ from safetensors.torch import load_file
 from dsn.data.dataset import ImageCache, split_images
 from dsn.hub.modelcard import check_model_card
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.training.train import TrainConfig, WriterHead, batch_pairs, learning_rate, run, sample_batch, subset_writers, train_step
+from dsn.training.config import TrainConfig
+from dsn.training.sampling import sample_batch, subset_writers
+from dsn.training.step import WriterHead, batch_pairs, learning_rate, train_step
+from dsn.training.train import run
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")

@@ -1,5 +1,5 @@
-"""Signature datasets: image listing, writer-independent splits, evaluation pairs,
-training augmentation and an in-memory cache of preprocessed images.
+"""Signature datasets: image listing, writer-independent splits, evaluation pairs and
+an in-memory cache of preprocessed images.
 
 Dataset layout: ``<root>/<writer, 3 digits>/{genuine,forged}/<index>.png`` with
 the splits in ``<root>/../splits.json`` keyed by the dataset folder name.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,6 @@ from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -172,10 +170,13 @@ def read_pairs_csv(path: str | Path, root: str | Path | None = None) -> tuple[li
     """
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path.name} is not UTF-8 text (byte {err.start} cannot be decoded): save the pairs CSV as UTF-8") from err
     if rows and not {"reference", "query", "label"} <= set(rows[0]):
-        raise ValueError(f"{path} needs the columns reference,query,label")
+        raise ValueError(f"{path.name} needs the columns reference,query,label")
     positions: dict[Path, int] = {}
     images: list[SignatureImage] = []
     pairs = []
@@ -195,68 +196,14 @@ def read_pairs_csv(path: str | Path, root: str | Path | None = None) -> tuple[li
         return positions[file]
 
     for row, record in enumerate(rows, start=2):
+        empty = [name for name in ("reference", "query", "label") if not (record.get(name) or "").strip()]
+        if empty:
+            raise ValueError(f"{path.name}, row {row}: no {' / '.join(empty)} (each row needs reference,query,label)")
         label = _parse_label(record["label"], row)
         a = position_of(record["reference"], True, row)
         b = position_of(record["query"], label, row)
         pairs.append(Pair(a, b, label))
     return images, pairs
-
-
-class Augment:
-    """Training-side augmentation on a preprocessed ink-bright float image (H,W)
-    in [0,1], so the model learns shape, not pen or paper.
-
-    Each step fires with its own probability; `strength` scales every
-    magnitude (0 returns the image unchanged). One cv2.warpAffine does all the
-    geometry so the whole call stays around a millisecond on 224x224.
-    """
-
-    def __init__(self, strength: float = 1.0, seed: int | None = None):
-        self.strength = float(strength)
-        self.rng = np.random.default_rng(seed)
-        self.kernel = np.ones((3, 3), np.uint8)
-
-    def _affine(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        s = self.strength
-        height, width = image.shape
-        angle = math.radians(rng.uniform(-5, 5) * s)
-        scale = 1 + rng.uniform(-0.08, 0.08) * s
-        shear = rng.uniform(-0.1, 0.1) * s
-        shift = rng.uniform(-4, 4, size=2) * s * min(height, width) / 224
-        cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
-        linear = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1, shear], [0, 1]])
-        center = np.array([(width - 1) / 2, (height - 1) / 2])
-        offset = center - linear @ center + shift
-        matrix = np.hstack([linear, offset[:, None]]).astype(np.float32)
-        return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0.0)
-
-    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        rng = self.rng if rng is None else rng
-        out = np.asarray(image, dtype=np.float32)
-        if out.ndim != 2:
-            raise ValueError(f"expected a (H, W) image, got shape {out.shape}")
-        if self.strength <= 0:
-            return out.copy()
-        s = self.strength
-        if rng.random() < 0.8:
-            out = self._affine(out, rng)
-        if rng.random() < 0.3:  # pen width. Strokes are only 1-2 px wide at 224 px,
-            # so a full 3x3 erosion would wipe them out: thin by blending it in.
-            if rng.random() < 0.5:
-                out = cv2.dilate(out, self.kernel)
-            else:
-                weight = rng.uniform(0.2, 0.5) * s
-                out = cv2.addWeighted(out, 1 - weight, cv2.erode(out, self.kernel), weight, 0.0)
-        if rng.random() < 0.6:  # ink darkness and tone curve
-            gain = 1 - rng.uniform(0, 0.2) * s
-            gamma = math.exp(rng.uniform(-0.3, 0.3) * s)
-            out = gain * np.power(np.clip(out, 0, 1), gamma)
-        if rng.random() < 0.2:
-            out = cv2.GaussianBlur(out, (3, 3), rng.uniform(0.3, 0.6) * s + 1e-3)
-        if rng.random() < 0.2:
-            noise = rng.standard_normal(out.shape, dtype=np.float32)
-            out = out + noise * np.float32(0.03 * s)
-        return np.clip(out, 0.0, 1.0, dtype=np.float32)
 
 
 def preprocess_workers() -> int:
@@ -302,6 +249,15 @@ class ImageCache:
             ):
                 if on_image is not None:
                     on_image(done, len(self.images))
+
+    @classmethod
+    def from_pixels(cls, images: Sequence[SignatureImage], pixels: np.ndarray, mode: str = "letterbox") -> ImageCache:
+        """A cache of images preprocessed elsewhere (a dataset pack): (N, size, size) uint8 pixels."""
+        if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2] or len(pixels) != len(images) or pixels.dtype != np.uint8:
+            raise ValueError(f"expected ({len(images)}, size, size) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+        cache = cls.__new__(cls)
+        cache.images, cache.size, cache.mode, cache.pixels = list(images), int(pixels.shape[1]), mode, pixels
+        return cache
 
     def __len__(self) -> int:
         return len(self.images)

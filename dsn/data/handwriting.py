@@ -34,7 +34,9 @@ def handwriting_warnings(image: np.ndarray) -> list[str]:
     if ink.any():
         width = 2.0 * float(cv2.distanceTransform(ink, cv2.DIST_L2, 3)[ink > 0].mean()) * scale
         if width > MAX_STROKE_WIDTH:
-            warnings.append(f"strokes are {width:.0f} px wide on average (signatures: 2-4 px): pen strokes look thinner")
+            warnings.append(
+                f"strokes are {width:.0f} px wide on average (signatures: 2-4 px): a pen draws thinner lines: is this a brush, a marker or a filled shape?"
+            )
         components = cv2.connectedComponents(ink, connectivity=8)[0] - 1
         if components > MAX_COMPONENTS:
             warnings.append(f"the ink falls into {components} separate pieces (signatures: at most ~30): it looks like noise or texture")

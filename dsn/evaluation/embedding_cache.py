@@ -105,6 +105,7 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     corrupt_rebuilt: int = 0
+    not_stored: int = 0  # rows computed but not written (a full or read-only disk): the result is still returned
     seconds: float = 0.0
     shard: Path | None = None
 
@@ -190,6 +191,27 @@ def _write_shard(path: Path, shard: _Shard, identity: dict[str, str]) -> None:
             os.unlink(temp)
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def _short(err: BaseException) -> str:
+    """An OS error without the path it names (cache paths are the server's business)."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:120]
+
+
+def _merged_in_memory(current: _Shard | None, keys: list[str], fresh: Embedding) -> _Shard:
+    new = {"global_feature": fresh.global_feature, "tokens": fresh.tokens, "ink_mask": fresh.ink_mask.bool()}
+    if current is None or current.grid != tuple(fresh.grid):
+        return _Shard(list(keys), new, tuple(fresh.grid))
+    return _Shard(current.keys + keys, {name: torch.cat([current.tensors[name], new[name]]) for name in _TENSOR_NAMES}, current.grid)
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Exclusive lock across processes (fcntl.flock on ``<shard>.lock``)."""
@@ -213,7 +235,7 @@ class EmbeddingCache:
 
     def shard_path(self, model: DetailSemNet, images: Sequence[SignatureImage]) -> Path:
         """``<cache>/<weights+code+precision hash>/<dataset folder>-<size>-<path hash>.safetensors``."""
-        precision = inference.precision_for(next(model.parameters()).device)
+        precision = inference.precision_for(next(model.parameters()).device, bulk=True)
         suffix = "" if precision == "fp32" else f"|{precision}"  # fp32 keys as before: existing caches stay valid
         model_key = hashlib.sha256(f"{weights_hash(model)}|{pipeline_hash()}{suffix}".encode()).hexdigest()[:24]
         folders = sorted({str(Path(image.path).resolve().parent.parent.parent) for image in images})
@@ -241,6 +263,8 @@ class EmbeddingCache:
             raise CacheLocationError(
                 f"the embedding cache folder {self.cache_dir} (DSN_CACHE_DIR) is not a folder: {err.strerror.lower()}; point it at a folder"
             ) from err
+        except OSError as err:  # full or read-only disk: computed results still come back, uncached
+            _warn_once(f"embedding cache: could not create {self.cache_dir} ({_short(err)}); going on without caching")
         if path.exists() and not path.is_file():
             raise CacheLocationError(f"the embedding cache shard {path} is a folder, not a file: remove it")
         keys = [f"{file_sha1(image.path)}-{input_key(model)}" for image in images]
@@ -258,7 +282,12 @@ class EmbeddingCache:
             progress(stats.hits, len(images), "preprocessing")
         if missing:
             fresh = self._compute(model, [images[p] for p in missing], stats.hits, len(images), progress)
-            shard = self._merge(path, [keys[p] for p in missing], fresh, model, stats)
+            try:
+                shard = self._merge(path, [keys[p] for p in missing], fresh, model, stats)
+            except (OSError, SafetensorError) as err:  # a full or read-only disk must not cost the computed result
+                shard = _merged_in_memory(shard, [keys[p] for p in missing], fresh)
+                stats.not_stored = len(missing)
+                _warn_once(f"embedding cache: could not write to {self.cache_dir} ({_short(err)}); going on without caching")
             index = shard.index()
         assert shard is not None
         rows = torch.tensor([index[key] for key in keys], dtype=torch.long)
@@ -298,6 +327,8 @@ class EmbeddingCache:
         """Add rows to whatever the shard holds now (another process may have grown it)."""
         new = {"global_feature": fresh.global_feature, "tokens": fresh.tokens, "ink_mask": fresh.ink_mask.bool()}
         with _locked(path):
+            for stale in path.parent.glob(path.name + ".*.tmp"):  # left by a killed writer: under the lock nobody else writes
+                stale.unlink(missing_ok=True)
             try:
                 current = _read_shard(path)
             except CacheCorrupt as err:

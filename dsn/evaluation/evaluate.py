@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from dsn.data.dataset import ImageCache, Pair, SignatureImage, protocol_pairs, read_pairs_csv, split_images
 from dsn.evaluation.metrics import equal_error_rate, rates_at, summarize
 from dsn.evaluation.scoring import EMBED_BATCH, PairScores, embed_cache, score_pairs
-from dsn.inference import load_verifier, source_label
+from dsn.inference import load_verifier, precision_for, source_label
 from dsn.model.detailsemnet import DetailSemNet, Embedding
 from dsn.model.weights import WeightsError, default_weights
 
@@ -201,7 +201,10 @@ def evaluate(
         timings=timings,
         weights=source_label(model),
         backbone=model.config.backbone,
-        info={"checkpoint_threshold": float(model.config.threshold)},
+        info={
+            "checkpoint_threshold": float(model.config.threshold),
+            "precision": precision_for(next(model.parameters()).device, bulk=True),
+        },
     )
 
 
@@ -272,7 +275,7 @@ def format_summary(result: EvaluationResult) -> str:
     lines = [
         f"weights: {result.weights or '(in memory)'} ({result.backbone})"
         + ("  <- UNTRAINED: every number below is meaningless" if result.info.get("untrained") else ""),
-        *(f"{key}: {value}" for key, value in result.info.items() if key in ("data", "split", "pairs_csv") and value),
+        *(f"{key}: {value}" for key, value in result.info.items() if key in ("data", "split", "pairs_csv", "precision") and value),
         f"images: {len(result.images)}   pairs: {len(result.pairs)} "
         f"({m['n_genuine_pairs']} genuine-genuine, {m['n_forged_pairs']} genuine-forged)",
     ]

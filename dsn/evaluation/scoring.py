@@ -43,7 +43,7 @@ def embed_cache(
     starts = range(0, len(cache), batch_size)
     for start in tqdm(starts, desc="embedding", disable=not progress, leave=False):
         indices = list(range(start, min(start + batch_size, len(cache))))
-        parts.append(inference.embed(model, cache.batch(indices)))
+        parts.append(inference.embed(model, cache.batch(indices), bulk=True))
         if on_batch is not None:
             on_batch(indices[-1] + 1, len(cache))
     return Embedding.cat(parts)

@@ -122,6 +122,8 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ) from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise ConversionError(f"{path.name} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from err
+    except (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as err:  # text or garbage read as a pickle
+        raise ConversionError(f"{path.name} is not a readable PyTorch checkpoint (not a torch.save file).") from err
     if isinstance(data, dict):
         for wrapper in ("state_dict", "model"):
             if isinstance(data.get(wrapper), dict):

@@ -76,8 +76,13 @@ def train_command(train_config: dict) -> str:
     args = ["python", "-m", "dsn", "train", *data_args, "--out", str(train_config["out"])]
     args += ["--size", str(train_config.get("backbone", "dsnet_tiny"))]
     for key, value in train_config.items():
-        if key not in {"data", "out", "backbone", "notes"}:
-            args += [f"--{key.replace('_', '-')}", str(value)]
+        if key in {"data", "out", "backbone", "notes"}:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            args += [flag, str(value)]
     return shlex.join(args)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dsn.hub.modelcard import CARD_NAME, check_model_card
 from dsn.model.detailsemnet import DetailSemNet, DetailSemNetConfig
-from dsn.model.weights import CONFIG_NAME, WEIGHTS_NAME
+from dsn.model.weights import CONFIG_NAME, SHA256_KEY, WEIGHTS_NAME
 
 MAX_CHECKPOINT_BYTES = 25 * 1000 * 1000  # 25 MB: the app downloads it on first start
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib"}
@@ -79,9 +79,11 @@ def _check_config(folder: Path) -> list[str]:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             return [f"{CONFIG_NAME} must hold a JSON object"]
-        DetailSemNetConfig.from_dict(data)
+        DetailSemNetConfig.from_dict({k: v for k, v in data.items() if k != SHA256_KEY})
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return [f"{CONFIG_NAME} is not valid JSON: {err}"]
+    except RecursionError:
+        return [f"{CONFIG_NAME} is nested too deeply to be a config"]
     except (TypeError, ValueError) as err:
         return [f"{CONFIG_NAME} is not a DetailSemNet config: {err}"]
     return []

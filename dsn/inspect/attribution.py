@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
 from dsn.inference import PairAnalysis
 from dsn.model.detailsemnet import DetailSemNet
@@ -181,6 +180,9 @@ def attribute(
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     if method == "occlusion" and not 1 <= occlusion_stride <= occlusion_window <= min(analysis.preprocessed(side).image.shape):
         raise ValueError(f"occlusion needs 1 <= stride <= window <= image size, got window {occlusion_window}, stride {occlusion_stride}")
+    # imported here: `python -m dsn train` on a GPU box without Captum imports this module's constants
+    from captum.attr import GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+
     start = time.perf_counter()
     model.eval()
     device = next(model.parameters()).device

@@ -11,6 +11,10 @@ import math
 from dataclasses import dataclass, fields
 
 PREPROCESSING_MODES = ("letterbox", "stretch")
+# The only backbones a config may name: this project's own (registered with timm by dsn.model).
+# Anything else (a huge timm model, an "hf-hub:" address that timm would download) is refused
+# before a single tensor is allocated.
+BACKBONES = ("dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official")
 
 # How the distance is defined: ours, and the official code's (plain L2 of the mean normed
 # token, structural tokens projected from the *pre-norm* tokens, ink by area mean).
@@ -70,6 +74,8 @@ class DetailSemNetConfig:
                 low, high = RANGES[f.name]
                 if not low <= value <= high:
                     raise ConfigError(f"{f.name} must be between {low} and {high}, got {value!r}")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone must be one of this project's {list(BACKBONES)}, got {self.backbone[:80]!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")

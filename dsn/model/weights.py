@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -49,12 +50,17 @@ def default_weights() -> str | None:
     return str(folder) if (folder / WEIGHTS_NAME).is_file() else None
 
 
+SHA256_KEY = "weights_sha256"  # in config.json: the weights file's sha256, so a deleted sidecar cannot skip the check
+
+
 def save_folder(model: DetailSemNet, folder: str | Path) -> Path:
+    """Weights first, then config.json naming their sha256, then the sidecar."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(model.config_dict(), indent=2, sort_keys=True) + "\n")
     save_model(model, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "dsn"})
-    (folder / CHECKSUM_NAME).write_text(f"{file_sha256(folder / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
+    digest = file_sha256(folder / WEIGHTS_NAME)
+    (folder / CONFIG_NAME).write_text(json.dumps({**model.config_dict(), SHA256_KEY: digest}, indent=2, sort_keys=True) + "\n")
+    (folder / CHECKSUM_NAME).write_text(f"{digest}  {WEIGHTS_NAME}\n")
     return folder
 
 
@@ -74,18 +80,33 @@ def _sha256_of(path: Path, inode: int, size: int, mtime_ns: int) -> str:  # a re
     return digest.hexdigest()
 
 
-def check_weights_file(folder: Path, source: str | Path) -> None:
-    """Refuse weights whose bytes differ from the sha256 recorded when they were saved (corruption, tampering)."""
-    recorded = folder / CHECKSUM_NAME
-    if not recorded.is_file():
-        return  # older checkpoints carry no checksum
-    expected = recorded.read_text().split()[0].lower() if recorded.read_text().split() else ""
-    actual = file_sha256(folder / WEIGHTS_NAME)
-    if actual != expected:
-        raise WeightsError(
-            f"{source}: {WEIGHTS_NAME} does not match the sha256 recorded in {CHECKSUM_NAME} "
-            f"(expected {expected[:12]}..., got {actual[:12]}...): the file is corrupted or was changed. Download it again."
+def check_weights_file(folder: Path, source: str | Path, recorded_in_config: str | None = None) -> None:
+    """Refuse weights whose bytes differ from the sha256 recorded when they were saved (corruption, tampering).
+
+    The sha256 in config.json is authoritative: with it, a missing sidecar is no way around the check.
+    A folder with neither (written before checksums existed) loads, with a warning that says so.
+    """
+    sidecar = folder / CHECKSUM_NAME
+    records = []
+    if recorded_in_config is not None:
+        if not isinstance(recorded_in_config, str) or not SHA256_PATTERN.fullmatch(recorded_in_config.lower()):
+            raise WeightsError(f"{source}: config.json's {SHA256_KEY} is not a sha256 digest")
+        records.append(("config.json", recorded_in_config.lower()))
+    if sidecar.is_file():
+        words = sidecar.read_text().split()
+        records.append((CHECKSUM_NAME, words[0].lower() if words else ""))
+    if not records:
+        warnings.warn(
+            f"{source}: no checksum recorded for {WEIGHTS_NAME} (an older checkpoint); its integrity cannot be checked", stacklevel=3
         )
+        return
+    actual = file_sha256(folder / WEIGHTS_NAME)
+    for where, expected in records:
+        if actual != expected:
+            raise WeightsError(
+                f"{source}: {WEIGHTS_NAME} does not match the sha256 recorded in {where} "
+                f"(expected {expected[:12]}..., got {actual[:12]}...): the file is corrupted or was changed. Download it again."
+            )
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None]:
@@ -182,17 +203,20 @@ def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.
     source = name or source
     try:
         config = json.loads((folder / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as err:
-        raise WeightsError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WeightsError(f"{source}: config.json is not valid JSON: {err}") from err
+    except RecursionError as err:  # e.g. 100,000 nested "[": a hostile file, not a config
+        raise WeightsError(f"{source}: config.json is nested too deeply to be a config") from err
     if not isinstance(config, dict):
-        raise WeightsError(f"{folder / CONFIG_NAME} must hold a JSON object.")
+        raise WeightsError(f"{source}: config.json must hold a JSON object.")
+    recorded = config.pop(SHA256_KEY, None)
     try:
         model = cls(**config)
     except ConfigError as err:  # checked before anything is allocated: a hostile config cannot exhaust memory
         raise WeightsError(f"{source}: config.json is invalid: {err}.") from err
     except (ValueError, TypeError, RuntimeError) as err:
         raise WeightsError(f"{source}: wrong architecture for DetailSemNet ({err}).") from err
-    check_weights_file(folder, source)
+    check_weights_file(folder, source, recorded)
     try:
         state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
     except (SafetensorError, OSError) as err:
@@ -210,6 +234,11 @@ def load_model(cls: type[ModelT], source: str | Path, map_location: str | torch.
         raise WeightsError(
             f"{source}: wrong architecture, tensor shapes differ for {len(wrong)} keys, e.g. {wrong[0]}: "
             f"{tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}."
+        )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise WeightsError(
+            f"{source}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); the checkpoint is unusable."
         )
     model.load_state_dict(state, strict=True)
     model.source = str(source)

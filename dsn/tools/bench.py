@@ -113,10 +113,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def matmul_peak_gflops(threads: int, runs: int = 5, n: int = 2048) -> float:
-    """Achievable fp32 GFLOP/s here: a large matmul, the best case for the CPU's vector units."""
+def matmul_peak_gflops(threads: int, runs: int = 5, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """Achievable GFLOP/s here in ``dtype``: a large matmul, the best case for the CPU's vector (or AMX) units."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / median_seconds(lambda: a @ b, runs, warmup=1) / 1e9
 
 

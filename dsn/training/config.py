@@ -1,0 +1,52 @@
+"""What a training run is: the recipe (model, data, schedule, losses) and how it runs (device, precision, workers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dsn.hub.modelcard import as_roots
+
+# Fields that say how a run executes, not what it learns: a resumed run may change them.
+EXECUTION_FIELDS = ("device", "precision", "compile", "workers", "threads", "packed")
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]  # dataset folders; several train one model on all their train writers
+    out: str
+    backbone: str = "dsnet_tiny"
+    img_size: int = 224
+    warm_size: int = 128  # smaller inputs for the first warm_epochs: cheaper steps while features form
+    warm_epochs: int = 0
+    epochs: int = 30
+    steps_per_epoch: int = 50
+    writers_per_batch: int = 6  # per process: a run on N processes sees N x this many writers a step
+    genuine_per_writer: int = 6
+    forged_per_writer: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    structural_weight: float = 1.0
+    part_loss_weight: float = 0.5  # extra loss on each part (global, structural) alone
+    random_negative_weight: float = 0.5
+    same_name_partners: float = 0.0  # share of batch writers drawn as a same-name partner of another (cross-media hard negatives)
+    pos_margin: float = 0.3
+    neg_margin: float = 0.9
+    train_sinkhorn_iterations: int = 30
+    augment: float = 1.0
+    media_augment: float = 0.0  # probability of the media-bridging augmentation (stroke width, binarisation, paper)
+    drop_path_rate: float = 0.05
+    train_writers: int = 0  # 0: every train writer; N: a fixed, dataset-proportional subset (learning curves)
+    writer_loss_weight: float = 0.0  # >0: also classify the batch's genuine signatures by writer (cosine softmax)
+    seed: int = 0
+    threads: int = 2  # torch threads per process
+    init: str = ""  # warm start: weights source (folder or hf://) whose weights the model starts from
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    compile: bool = False  # torch.compile the backbone (eager if compilation fails)
+    workers: int = 1  # DataLoader worker processes preparing the next batches (0: in the training process)
+    packed: str = ""  # a file of `python -m dsn pack-data`: train from it instead of the dataset folders
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = as_roots(self.data)  # configs of single-dataset runs hold one folder
