@@ -139,6 +139,10 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
             result.timings["embedding_s"] = stats.seconds
             result.timings["total_s"] += stats.seconds
             result.info["embedding_cache"] = {"hits": stats.hits, "misses": stats.misses}
+        if args.pairs:  # files a user listed: say which do not look like signatures, as verify does
+            result.info["input_warnings"] = pair_file_warnings(images)
+            for name, reasons in result.info["input_warnings"].items():
+                print(f"warning: {name}: {'; '.join(reasons)}", file=sys.stderr)
         if args.references:
             result.info["multi_reference"] = multi_reference_metrics(result.images, result.pairs, result.scores.distance, args.references)
     except (WeightsError, ValueError, OSError) as err:  # PreprocessError is a ValueError
@@ -158,6 +162,19 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         for path in written.values():
             print(f"wrote {path}")
     return 0
+
+
+def pair_file_warnings(images: list) -> dict[str, list[str]]:
+    """File name -> reasons it may not be a handwritten signature, for the images of a pairs CSV."""
+    from dsn.data.handwriting import handwriting_warnings
+    from dsn.data.preprocess import preprocess
+
+    found = {}
+    for image in images:
+        reasons = handwriting_warnings(preprocess(image.path).image)
+        if reasons:
+            found[image.path.name] = reasons
+    return found
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:

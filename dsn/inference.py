@@ -145,7 +145,11 @@ def is_untrained(model: DetailSemNet) -> bool:
 
 
 def source_label(model: DetailSemNet) -> str:
-    return str(model.source) if not is_untrained(model) else UNTRAINED_SOURCE
+    """The weights' public name: a Hub id as given, a local checkpoint by its folder name (never a server path)."""
+    if is_untrained(model):
+        return UNTRAINED_SOURCE
+    source = str(model.source)
+    return source if source.startswith("hf://") else (Path(source).name or source)
 
 
 def load_verifier(weights: str | None) -> DetailSemNet:

@@ -217,10 +217,10 @@ def test_the_verdict_says_how_close_the_call_was_in_words() -> None:
 def test_verify_is_not_stuck_behind_an_attribution(client: Client, pair: dict) -> None:
     """Attributions run in their own lane: a verify submitted after a long one answers while it still runs."""
     heavy = client.submit(**pair, method="integrated_gradients", target="total", side="query", steps=256, api_name="/attribute")
-    time.sleep(0.5)  # let the attribution start
+    job = _running("Integrated Gradients")  # waits until it computes, however slow the machine
     summary = client.predict(**pair, api_name="/verify")
     assert summary["verdict"] in ("genuine", "forged")
-    assert not heavy.done(), "verify waited for the attribution to finish"
+    assert not job.finished.is_set(), "verify waited for the attribution to finish"
     assert heavy.result()["steps"] == 256
 
 
@@ -248,6 +248,15 @@ def _assert_stops(job, seconds: float = 60.0) -> None:
     assert job not in JOBS.running()
 
 
+def _assert_progresses(job, seconds: float = 60.0) -> None:
+    """The job keeps computing: its progress checks grow (waited on, not slept for)."""
+    start = job.checks
+    deadline = time.monotonic() + seconds
+    while job.checks <= start:
+        assert time.monotonic() < deadline and not job.finished.is_set(), "the job stopped making progress"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_a_cancelled_attribution_stops_computing(client: Client, pair: dict) -> None:
     heavy = client.submit(**pair, method="integrated_gradients", target="total", side="query", steps=256, api_name="/attribute")
@@ -269,9 +278,9 @@ def test_a_visitor_who_leaves_stops_their_work(client: Client, pair: dict) -> No
 
     heavy = client.submit(**pair, method="integrated_gradients", target="total", side="query", steps=256, api_name="/attribute")
     job = _running("Integrated Gradients")
-    forget_visitor(gr.Blocks(), gr.Request(session_hash="someone-else"))
-    time.sleep(0.5)
+    forget_visitor(gr.Blocks(), gr.Request(session_hash="someone-else"))  # stops synchronously, if at all
     assert not job.stopped
+    _assert_progresses(job)
     forget_visitor(gr.Blocks(), gr.Request(session_hash=client.session_hash))
     _assert_stops(job)
     assert job.reason == "left"

@@ -231,3 +231,16 @@ def test_cli_evaluate_reuses_the_embedding_cache_unless_told_not_to(
     monkeypatch.setenv("DSN_CACHE_DIR", str(tmp_path / "blocked"))
     assert main(argv) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_reports_name_the_checkpoint_not_the_server_path(tmp_path: Path) -> None:
+    from dsn.inference import source_label
+    from dsn.model.detailsemnet import DetailSemNet
+
+    folder = tmp_path / "deep" / "server" / "path" / "my-checkpoint"
+    model = DetailSemNet(img_size=64)
+    model.save(folder)
+    loaded = DetailSemNet.load(folder)
+    assert source_label(loaded) == "my-checkpoint" and str(tmp_path) not in source_label(loaded)
+    loaded.source = "hf://owner/repo@v1"
+    assert source_label(loaded) == "hf://owner/repo@v1"

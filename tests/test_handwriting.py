@@ -86,3 +86,17 @@ def test_the_stroke_width_warning_says_strokes_are_too_wide() -> None:
     image[60:160, 40:180] = 1.0  # a filled block: strokes far wider than a pen's
     warned = [w for w in handwriting_warnings(image) if "px wide" in w]
     assert warned and "thinner lines" in warned[0] and "look thinner" not in warned[0]
+
+
+def test_evaluating_a_pairs_csv_warns_about_a_noise_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+
+    model = DetailSemNet().eval()
+    cv2.imwrite(str(tmp_path / "ref.png"), SyntheticWriter(3).genuine(0)[..., ::-1])
+    cv2.imwrite(str(tmp_path / "also.png"), SyntheticWriter(3).genuine(1)[..., ::-1])
+    cv2.imwrite(str(tmp_path / "noise.png"), noise())
+    (tmp_path / "pairs.csv").write_text("reference,query,label\nref.png,also.png,1\nref.png,noise.png,0\n")
+    weights = model.save(tmp_path / "w")
+    assert main(["evaluate", "--pairs", str(tmp_path / "pairs.csv"), "--weights", str(weights), "--no-progress", "--no-cache"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: noise.png:" in err and "ref.png" not in err and "also.png" not in err

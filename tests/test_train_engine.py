@@ -210,3 +210,13 @@ def test_the_full_pack_fits_beside_the_repository() -> None:
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     repo_bytes = sum((ROOT / name.decode()).stat().st_size for name in tracked if name and (ROOT / name.decode()).is_file())
     assert repo_bytes + 1.15 * per_image * total_images < 64 * 2**20
+
+
+@needs_cedar
+def test_a_time_budget_ends_the_run_with_a_normal_checkpoint(tmp_path: Path) -> None:
+    dataset = tiny_cedar(tmp_path)
+    cfg = small_config(dataset, tmp_path / "budget", epochs=3)
+    cfg.img_size, cfg.steps_per_epoch, cfg.max_minutes, cfg.workers = 48, 20, 1e-4, 1
+    state = run(cfg)
+    assert state["step"] == 1 and state["epoch"] == 1, "the budget is checked after every step"
+    assert (tmp_path / "budget" / "best" / "model.safetensors").is_file() and (tmp_path / "budget" / "last" / "manifest.json").is_file()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from dsn.hub.modelcard import as_roots
 
 # Fields that say how a run executes, not what it learns: a resumed run may change them.
-EXECUTION_FIELDS = ("device", "precision", "compile", "workers", "threads", "packed")
+EXECUTION_FIELDS = ("device", "precision", "compile", "workers", "threads", "packed", "max_minutes")
 
 
 @dataclass
@@ -45,7 +45,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     compile: bool = False  # torch.compile the backbone (eager if compilation fails)
     workers: int = 1  # DataLoader worker processes preparing the next batches (0: in the training process)
-    packed: str = ""  # a file of `python -m dsn pack-data`: train from it instead of the dataset folders
+    packed: str = ""
+    max_minutes: float = 0.0  # >0: end the run (validated, checkpointed) once this much training time is spent  # a file of `python -m dsn pack-data`: train from it instead of the dataset folders
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

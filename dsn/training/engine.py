@@ -66,6 +66,15 @@ def barrier(runtime: Runtime) -> None:
         dist.barrier()
 
 
+def any_rank(flag: bool, runtime: Runtime) -> bool:
+    """True on every process when ``flag`` is true on one of them (e.g. a time budget spent on rank 0)."""
+    if runtime.world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=runtime.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def distribute(step: torch.nn.Module, runtime: Runtime, unused_parameters: bool = False) -> torch.nn.Module:
     """DDP around the step module when there are several processes: gradients are averaged at backward."""
     if runtime.world == 1:

@@ -149,7 +149,9 @@ def _train(cfg: TrainConfig, rt: engine.Runtime, data: TrainingData, out: Path, 
     total_steps = cfg.epochs * cfg.steps_per_epoch
 
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    while state["epoch"] < last_epoch:
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes > 0 else None
+    out_of_time = False
+    while state["epoch"] < last_epoch and not out_of_time:
         epoch = state["epoch"]
         size = cfg.warm_size if epoch < cfg.warm_epochs else cfg.img_size
         cache = data.caches.get(size, data.caches[cfg.img_size])
@@ -193,6 +195,11 @@ def _train(cfg: TrainConfig, rt: engine.Runtime, data: TrainingData, out: Path, 
                 with open(f"{trace}.rank{rt.rank}.jsonl", "a") as handle:  # tests: which writers each process stepped on
                     handle.write(json.dumps({"step": step, "writers": sorted(set(batch["writers"].tolist()))}) + "\n")
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", pairs=result["pairs"])
+            if deadline is not None and engine.any_rank(time.monotonic() > deadline, rt):
+                out_of_time = True  # this epoch ends here: validated and checkpointed as usual
+                if rt.main:
+                    print(f"--max-minutes {cfg.max_minutes:g}: time is up after step {state['step']}")
+                break
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch + 1
         if rt.main:
