@@ -14,7 +14,7 @@ from conftest import SYNTH_FORGED, SYNTH_GENUINE
 from dsn.cli import main
 from dsn.data.dataset import SignatureImage, protocol_pairs
 from dsn.evaluation.metrics import equal_error_rate, roc_auc
-from dsn.evaluation.multi_reference import multi_reference_metrics, reference_sets, reference_trials, writer_distances
+from dsn.evaluation.multi_reference import WriterDistances, multi_reference_metrics, reference_sets, reference_trials, writer_distances
 
 
 def writers_images(genuine: int, forged: int, writers: int = 3) -> list[SignatureImage]:
@@ -101,7 +101,7 @@ def test_cli_references_on_a_built_dataset(synth_dataset: Path, capsys: pytest.C
     assert main([*argv, "--references", "1", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     rows = {(r["references"], r["rule"]): r for r in summary["multi_reference"]}
-    assert set(rows) == {(1, "single"), (2, "mean"), (2, "min")}
+    assert set(rows) == {(1, "single"), (2, "mean"), (2, "min"), (2, "ratio")}
     assert rows[(1, "single")]["eer"] == pytest.approx(summary["metrics"]["eer"], abs=1e-12)
     writers = 2  # the test split
     assert rows[(2, "mean")]["n_genuine_trials"] == writers * SYNTH_GENUINE * math.comb(SYNTH_GENUINE - 1, 2)
@@ -109,3 +109,24 @@ def test_cli_references_on_a_built_dataset(synth_dataset: Path, capsys: pytest.C
 
     assert main([*argv[:-1], "--references", "3"]) == 2  # 3 genuine each: no 3 other references
     assert "more than 3 genuine" in capsys.readouterr().err
+
+
+def test_the_ratio_rule_judges_each_writer_against_the_spread_of_their_references() -> None:
+    """A loose writer (everything 4x farther apart) breaks one global threshold, not the ratio rule."""
+    rng = np.random.default_rng(0)
+
+    def writer(scale: float) -> WriterDistances:
+        g = 6
+        gg = np.full((g, g), np.nan)
+        for i, j in combinations(range(g), 2):
+            gg[i, j] = gg[j, i] = scale * rng.uniform(0.9, 1.1)
+        return WriterDistances(gg, scale * rng.uniform(1.6, 2.0, size=(g, 4)))
+
+    matrices = {1: writer(1.0), 2: writer(4.0)}
+    mean_d, mean_y = reference_trials(matrices, k=3, rule="mean")
+    ratio_d, ratio_y = reference_trials(matrices, k=3, rule="ratio")
+    assert np.array_equal(mean_y, ratio_y)
+    assert equal_error_rate(mean_d, mean_y)[0] > 0.2, "one threshold cannot serve both writers"
+    assert equal_error_rate(ratio_d, ratio_y)[0] == 0.0
+    with pytest.raises(ValueError, match="at least 2 references"):
+        reference_trials(matrices, k=1, rule="ratio")

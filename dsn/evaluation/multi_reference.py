@@ -26,7 +26,10 @@ import numpy as np
 
 from dsn.evaluation.metrics import equal_error_rate, roc_auc
 
-RULES = ("mean", "min")
+RULES = ("mean", "min", "ratio")
+# "ratio" is writer-dependent normalisation: the query's mean distance to the K references divided by the
+# references' mean distance among themselves. A writer who signs loosely (references far apart) is
+# judged against that spread, not against one threshold for every hand. Needs K >= 2.
 
 
 @dataclass
@@ -85,8 +88,20 @@ def reference_trials(
         raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
     if k < 1:
         raise ValueError(f"the number of references must be at least 1, not {k}")
-    combine = np.mean if rule == "mean" else np.min
+    if rule == "ratio" and k < 2:
+        raise ValueError("the ratio rule compares the references among themselves: it needs at least 2 references")
+    combine = np.min if rule == "min" else np.mean
     distances: list[np.ndarray] = []
+
+    def spread(m: WriterDistances, sets: np.ndarray) -> np.ndarray:
+        """Mean distance among each set's references (the diagonal is NaN)."""
+        within = m.genuine_genuine[sets[:, :, None], sets[:, None, :]]
+        return np.maximum(np.nanmean(within.reshape(len(sets), -1), axis=1), 1e-6)
+
+    def score(m: WriterDistances, to_query: np.ndarray, sets: np.ndarray) -> np.ndarray:
+        combined = combine(to_query, axis=1)
+        return combined / spread(m, sets) if rule == "ratio" else combined
+
     labels: list[np.ndarray] = []
     for writer, m in matrices.items():
         n_genuine = m.genuine_genuine.shape[0]
@@ -95,11 +110,11 @@ def reference_trials(
         for q in range(n_genuine):
             others = np.delete(np.arange(n_genuine), q)
             sets = others[reference_sets(len(others), k, max_sets, np.random.default_rng([seed, writer, 0, q]))]
-            distances.append(combine(m.genuine_genuine[sets, q], axis=1))
+            distances.append(score(m, m.genuine_genuine[sets, q], sets))
             labels.append(np.ones(len(sets), dtype=bool))
         for f in range(m.genuine_forged.shape[1]):
             sets = reference_sets(n_genuine, k, max_sets, np.random.default_rng([seed, writer, 1, f]))
-            distances.append(combine(m.genuine_forged[sets, f], axis=1))
+            distances.append(score(m, m.genuine_forged[sets, f], sets))
             labels.append(np.zeros(len(sets), dtype=bool))
     if not distances:
         raise ValueError(f"no writer has more than {k} genuine signatures")

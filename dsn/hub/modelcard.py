@@ -34,12 +34,15 @@ DATASET_CREDITS = {
     'method based on texture features on a large Indic-script signature dataset", DAS 2016: 100 writers.',
     "bhsig-hindi": '**BHSig260 (Hindi)**, Pal, Alaei, Pal and Blumenstein, "Performance of an off-line signature verification '
     'method based on texture features on a large Indic-script signature dataset", DAS 2016: 160 writers.',
+    "crossmedia-chinese": '**Cross-media Chinese signatures** (MIT licence), Luo et al., "Is There a Difference between Paper and '
+    'Electronic Chinese Signatures?", Advanced Intelligent Systems 2023: 100 persons x 10 names, on paper, an iPad and a phone.',
 }
 # what the card says about each dataset's protocol: (display name, test writers, pairs per writer)
 DATASET_FACTS = {
     "cedar": ("CEDAR", 5, "276 + 576 pairs per writer"),
     "bhsig-bengali": ("BHSig-Bengali", 50, "up to 276 + 720 pairs per writer; pixel-identical repeats were dropped"),
     "bhsig-hindi": ("BHSig-Hindi", 60, "up to 276 + 720 pairs per writer; pixel-identical repeats were dropped"),
+    "crossmedia-chinese": ("Cross-media", 150, "classes = person x name; 6 genuine pairs + same-name paper scans of other persons"),
 }
 
 

@@ -149,9 +149,10 @@ def resolve_dataset(path_or_name: str | Path, roots: Iterable[str | Path]) -> Pa
 def check_images_inside(images: Sequence[SignatureImage], roots: Iterable[str | Path]) -> None:
     """Refuse image files that are symbolic links out of the roots (the folder check alone would miss them)."""
     roots = allowed_roots(roots)
-    outside = [image.path for image in images if not _inside(Path(image.path).resolve(), roots)]
+    outside = [Path(image.path) for image in images if not _inside(Path(image.path).resolve(), roots)]
     if outside:
-        shown = ", ".join(str(p) for p in outside[:3])
+        # named inside their dataset (writer/class/file): a visitor never sees a server path
+        shown = ", ".join("/".join(p.parts[-3:]) for p in outside[:3])
         raise PermissionError(f"{len(outside)} image file(s) link outside the allowed data roots (e.g. {shown}); refused.")
 
 
