@@ -147,3 +147,32 @@ def test_every_module_is_in_a_layer_and_short() -> None:
 )
 def test_the_import_reader_sees_what_python_imports(source: str, expected: set[str]) -> None:
     assert imports_of(PACKAGE / "evaluation" / "_probe.py", source) == expected
+
+
+def test_the_readme_architecture_map_names_every_module() -> None:
+    """Each module file appears, by name, in the README's map block of its package (or on a line of its own)."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1]
+    block = section.split("```", 2)[1]
+    names_by_package: dict[str, set[str]] = {}
+    package = "dsn"
+    for line in block.splitlines():
+        start = re.match(r"(dsn/[\w/]*?)(\w+\.py)?[ ,]", line)
+        if start:
+            package = start.group(1).rstrip("/").replace("/", ".") if not start.group(2) else "dsn"
+        words = set(re.findall(r"[a-z_]+", line))
+        names_by_package.setdefault(package, set()).update(words)
+        names_by_package.setdefault("dsn", set()).update(re.findall(r"dsn/(\w+)\.py", line) + re.findall(r"(\w+)\.py", line))
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.stem in ("__init__", "__main__"):
+            continue
+        module = module_name(path)
+        parent = module.rpartition(".")[0]
+        top = ".".join(module.split(".")[:2]) if module.count(".") >= 2 else "dsn"
+        known = names_by_package.get(parent, set()) | names_by_package.get(top, set())
+        if path.stem not in known:
+            missing.append(module)
+    assert missing == [], f"modules the README's architecture map does not name: {missing}"
