@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 # checkpoint folder -> (dataset its "test" metrics were measured on, pairs in that test protocol)
 SHIPPED = {
+    "dsnet-tiny-joint4": ("cedar", 4260),  # + cross-media train classes; Bengali, Hindi and cross-media test in cross_dataset
     "dsnet-tiny-joint3": ("cedar", 4260),  # train writers of all three datasets; Bengali and Hindi test in cross_dataset
     "dsnet-tiny-joint": ("cedar", 4260),  # trained on CEDAR + Bengali train writers; Bengali test is in its cross_dataset entry
     "dsnet-tiny-cedar": ("cedar", 4260),
@@ -117,6 +118,7 @@ def test_full_test_protocol_reproduces_claimed_eer(folder: Path, dataset: Path, 
     assert result.metrics["eer"] == pytest.approx(test["eer"], abs=1e-4)
     # a pair whose distance sits on the threshold may flip with float summation order: allow two
     assert result.metrics["accuracy"] == pytest.approx(test["accuracy"], abs=2 / n_pairs)
-    # what `python -m dsn evaluate` runs by default (bf16 embedding on a CPU with AMX) moves the EER by at most 0.1 point
-    default = evaluate(model, images, pairs, progress=False)
-    assert default.metrics["eer"] == pytest.approx(test["eer"], abs=1e-3)
+    if folder.name == DEFAULT_CHECKPOINT:
+        # what `python -m dsn evaluate` runs by default (bf16 embedding on a CPU with AMX) moves the EER by at most 0.1 point
+        default = evaluate(model, images, pairs, progress=False)
+        assert default.metrics["eer"] == pytest.approx(test["eer"], abs=1e-3)

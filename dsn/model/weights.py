@@ -32,7 +32,7 @@ CHECKSUM_NAME = "model.safetensors.sha256"  # written beside the weights; checke
 COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
-DEFAULT_CHECKPOINT = "dsnet-tiny-joint3"
+DEFAULT_CHECKPOINT = "dsnet-tiny-joint4"
 
 ModelT = TypeVar("ModelT", bound="DetailSemNet")
 
