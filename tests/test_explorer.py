@@ -278,3 +278,16 @@ def test_examples_say_their_ground_truth_before_the_verdict() -> None:
     assert "forgery" in forged and "the model is wrong here" in forged and "writer1_forged.png" in forged
     assert "genuine pair" in example_context("/x/writer1_reference.png", "/x/writer1_genuine.png")
     assert example_context(None, "/x/writer1_genuine.png") == ""
+
+
+def test_a_refused_selection_reaches_the_visitor_as_a_message_not_a_logged_traceback(roots):
+    import gradio as gr
+
+    from dsn.ui.compute import user_errors
+
+    allowed = [roots["allowed"]]
+    leak = roots["allowed"] / "ds" / "001" / "genuine" / "04.png"
+    leak.symlink_to(roots["outside"] / "009" / "genuine" / "01.png")
+    with pytest.raises(gr.Error) as shown, user_errors():
+        select_images(roots["allowed"] / "ds", "all", None, allowed_roots(allowed))
+    assert "link outside the allowed data roots" in shown.value.message and shown.value.print_exception is False

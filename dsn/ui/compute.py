@@ -32,7 +32,7 @@ def user_errors() -> Iterator[None]:
         yield
     except gr.Error:
         raise
-    except (PreprocessError, ValueError) as error:
+    except (PreprocessError, ValueError, PermissionError) as error:  # PermissionError: files linking out of the data roots
         raise gr.Error(str(error), title="Cannot use this input", print_exception=False) from error
 
 
