@@ -197,7 +197,7 @@ def test_two_steps_from_a_pack_write_a_normal_checkpoint(tmp_path: Path) -> None
 
 
 def test_the_full_pack_fits_beside_the_repository() -> None:
-    """The four datasets' train + val writers at 224 px, 16 grey levels: the repo plus the pack under 64 MiB."""
+    """The four datasets' train + val writers at 224 px, 8 grey levels (pack-data's default): the repo plus the pack under 64 MiB."""
     roots = [DATASETS / name for name in ("cedar", "bhsig-bengali", "bhsig-hindi", "crossmedia-chinese")]
     if not all(root.is_dir() for root in roots):
         pytest.skip(f"real datasets not found at {DATASETS}")
@@ -205,11 +205,11 @@ def test_the_full_pack_fits_beside_the_repository() -> None:
     cache = ImageCache(images, 224, progress=False)
     import cv2
 
-    per_image = np.mean([len(cv2.imencode(".png", quantize(p, 16), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1]) for p in cache.pixels])
+    per_image = np.mean([len(cv2.imencode(".png", quantize(p, 8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1]) for p in cache.pixels])
     total_images = len(split_images_of(roots, "train")) + len(split_images_of(roots, "val"))
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     repo_bytes = sum((ROOT / name.decode()).stat().st_size for name in tracked if name and (ROOT / name.decode()).is_file())
-    assert repo_bytes + 1.15 * per_image * total_images < 64 * 2**20
+    assert repo_bytes + 1.1 * per_image * total_images < 64 * 2**20  # the real pack came out 3 % over the sample's estimate
 
 
 @needs_cedar

@@ -3,7 +3,7 @@
 Cluster nodes often have neither network nor the folders where the datasets live. ``pack_datasets``
 preprocesses the train and val writers of some datasets once and stores every image as a PNG inside
 one safetensors file (no pickle): the images are mostly blank paper, so PNG shrinks them ~15x, and
-quantising the ink to 16 grey levels halves that again (binarised datasets lose nothing; the
+quantising the ink to 8 grey levels halves that again (binarised datasets lose nothing; the
 training augmentation changes ink tone far more). ``read_pack`` gives back the same image lists and
 caches that training builds from the folders.
 """
@@ -43,7 +43,7 @@ def pack_datasets(
     roots: Sequence[str | Path],
     out: str | Path,
     size: int = 224,
-    levels: int = 16,
+    levels: int = 8,
     max_bytes: int | None = None,
     progress: bool = True,
     groups: dict[int, int] | None = None,

@@ -60,7 +60,7 @@ def add_pack_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, action="append", help="dataset folder; repeat for several (same order as for train)")
     p.add_argument("--out", default=".gpu/datasets.pack", help="the pack file (default: .gpu/datasets.pack, an ignored folder)")
     p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--levels", type=int, default=16, help="grey levels kept (256: lossless; 16 halves the file)")
+    p.add_argument("--levels", type=int, default=8, help="grey levels kept (256: lossless; 8 makes the four datasets ~28 MB)")
     p.add_argument("--max-mb", type=float, default=36.0, help="refuse to write more than this many MiB of images")
 
 
