@@ -10,6 +10,7 @@ import json
 import sys
 
 from dsn import explain_cli
+from dsn.precision import PRECISIONS
 from dsn.training.cli import add_pack_parser, add_train_parser, run_pack, run_train
 
 UNTRAINED_WARNING = """\
@@ -71,9 +72,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="dataset folder, e.g. ../shared/datasets/cedar (also the root of relative CSV paths)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--pairs", default=None, help="CSV with reference,query,label columns instead of the standard protocol pairs")
-    p.add_argument(
-        "--precision", default=None, choices=["auto", "fp32", "bf16"], help="backbone precision (default: DSN_PRECISION, else auto)"
-    )
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="backbone precision (default: DSN_PRECISION, else auto)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the checkpoint's, chosen on val)")
     p.add_argument(
         "--references",
@@ -182,9 +181,7 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="checkpoint folder to calibrate (config.json and metrics.json are rewritten)")
     p.add_argument("--data", required=True, action="append", help="dataset folder whose val writers set the threshold (repeatable: pooled)")
     p.add_argument("--sinkhorn-iterations", type=int, default=None, help="ship with this many Sinkhorn iterations (default: keep)")
-    p.add_argument(
-        "--precision", default=None, choices=["auto", "fp32", "bf16"], help="backbone precision (default: DSN_PRECISION, else auto)"
-    )
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="backbone precision (default: DSN_PRECISION, else auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 

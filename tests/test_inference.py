@@ -118,3 +118,16 @@ def test_the_readme_python_example_runs(synth_dataset: Path, tmp_path: Path, mon
     exec(compile(code.replace('"../shared/datasets/cedar"', repr(str(synth_dataset))), "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "distance" in printed and "EER" in printed
+
+
+def test_a_non_finite_distance_is_an_error_not_a_number() -> None:
+    from dsn.data.preprocess import preprocess
+    from dsn.data.synth import SyntheticWriter
+
+    model = DetailSemNet(img_size=64).eval()
+    with torch.no_grad():
+        model.match_proj.weight.fill_(float("nan"))
+    images = torch.cat([preprocess(SyntheticWriter(1).genuine(k), size=64).tensor() for k in range(2)])
+    embedding = inference.embed(model, images)
+    with pytest.raises(ValueError, match="non-finite distance"):
+        inference.compare(model, embedding[0], embedding[1])

@@ -205,11 +205,18 @@ def _short(err: BaseException) -> str:
     return err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:120]
 
 
-def _merged_in_memory(current: _Shard | None, keys: list[str], fresh: Embedding) -> _Shard:
+def _merged(current: _Shard | None, keys: list[str], fresh: Embedding) -> _Shard:
+    """``current`` plus the rows of ``fresh`` whose keys it lacks (a shard of another grid is replaced)."""
     new = {"global_feature": fresh.global_feature, "tokens": fresh.tokens, "ink_mask": fresh.ink_mask.bool()}
-    if current is None or current.grid != tuple(fresh.grid):
+    if current is None or current.grid != tuple(fresh.grid):  # cannot happen for one weights hash; never mix grids
         return _Shard(list(keys), new, tuple(fresh.grid))
-    return _Shard(current.keys + keys, {name: torch.cat([current.tensors[name], new[name]]) for name in _TENSOR_NAMES}, current.grid)
+    known = current.index()
+    take = [i for i, key in enumerate(keys) if key not in known]
+    return _Shard(
+        current.keys + [keys[i] for i in take],
+        {name: torch.cat([current.tensors[name], new[name][take]]) for name in _TENSOR_NAMES},
+        current.grid,
+    )
 
 
 @contextlib.contextmanager
@@ -285,7 +292,7 @@ class EmbeddingCache:
             try:
                 shard = self._merge(path, [keys[p] for p in missing], fresh, model, stats)
             except (OSError, SafetensorError) as err:  # a full or read-only disk must not cost the computed result
-                shard = _merged_in_memory(shard, [keys[p] for p in missing], fresh)
+                shard = _merged(shard, [keys[p] for p in missing], fresh)
                 stats.not_stored = len(missing)
                 _warn_once(f"embedding cache: could not write to {self.cache_dir} ({_short(err)}); going on without caching")
             index = shard.index()
@@ -325,7 +332,6 @@ class EmbeddingCache:
 
     def _merge(self, path: Path, keys: list[str], fresh: Embedding, model: DetailSemNet, stats: CacheStats) -> _Shard:
         """Add rows to whatever the shard holds now (another process may have grown it)."""
-        new = {"global_feature": fresh.global_feature, "tokens": fresh.tokens, "ink_mask": fresh.ink_mask.bool()}
         with _locked(path):
             for stale in path.parent.glob(path.name + ".*.tmp"):  # left by a killed writer: under the lock nobody else writes
                 stale.unlink(missing_ok=True)
@@ -335,18 +341,7 @@ class EmbeddingCache:
                 log.warning("embedding cache: %s; rebuilding it", err)
                 stats.corrupt_rebuilt += 1
                 current = None
-            if current is not None and current.grid != tuple(fresh.grid):
-                current = None  # cannot happen for one weights hash; never mix grids
-            if current is None:
-                merged = _Shard(list(keys), new, tuple(fresh.grid))
-            else:
-                known = current.index()
-                take = [i for i, key in enumerate(keys) if key not in known]
-                merged = _Shard(
-                    current.keys + [keys[i] for i in take],
-                    {name: torch.cat([current.tensors[name], new[name][take]]) for name in _TENSOR_NAMES},
-                    current.grid,
-                )
+            merged = _merged(current, keys, fresh)
             identity = {
                 "weights": weights_hash(model),
                 "pipeline": pipeline_hash(),

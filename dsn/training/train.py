@@ -57,7 +57,8 @@ def load_data(cfg: TrainConfig, validate_here: bool = True) -> TrainingData:
     if cfg.packed:
         pack = read_pack(cfg.packed)
         train = subset_writers(pack.images["train"], cfg.train_writers, cfg.seed)
-        keep = np.array([im in set(train) for im in pack.images["train"]], dtype=bool)
+        chosen = set(train)
+        keep = np.array([im in chosen for im in pack.images["train"]], dtype=bool)
         full = {size: pack.cache("train", size) for size in sizes}
         caches = {size: ImageCache.from_pixels(train, c.pixels[keep]) for size, c in full.items()}
         val = pack.images["val"]
