@@ -304,3 +304,16 @@ def test_the_explanation_checks_answer_as_json(client: Client, pair: dict) -> No
         client.predict(**pair, side="query", methods="magic", steps=1, api_name="/sanity")
     with pytest.raises(Exception, match="steps must be a whole number from 1 to 64"):
         client.predict(**pair, side="query", methods="saliency", steps=500, api_name="/sanity")
+
+
+def test_a_file_reference_outside_the_uploads_reveals_no_server_path(client: Client) -> None:
+    """A hand-made request naming ``file:///etc/passwd`` is refused without the server's working directory."""
+    import httpx
+
+    probe = {"path": "file:///etc/passwd", "meta": {"_type": "gradio.FileData"}}
+    base = client.src.rstrip("/")
+    started = httpx.post(f"{base}/gradio_api/call/verify", json={"data": [probe, probe, None]}, timeout=30)
+    started.raise_for_status()
+    answer = httpx.get(f"{base}/gradio_api/call/verify/{started.json()['event_id']}", timeout=60).text
+    assert "event: error" in answer
+    assert os.getcwd() not in answer and str(REPO) not in answer and "passwd" not in answer

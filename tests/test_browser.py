@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
+import numpy as np
 import pytest
 
 from dsn.tools.screenshot import CHROMIUM, chromium, open_example, serve, show_view
@@ -119,6 +121,33 @@ def test_missing_input_shows_an_error_and_the_page_survives(page: Page) -> None:
     page.click("#verify-button")
     page.wait_for_selector("text=No query signature yet", timeout=30_000)
     open_example(page, "writer 2: genuine pair")
+
+
+def replace_upload(page: Page, side: str, path: Path) -> None:
+    page.locator(f"#{side}-tabs").get_by_role("tab", name="Upload").click()
+    page.locator(f"#{side}-upload button[aria-label='Remove Image']").click()
+    page.locator(f"#{side}-upload input[type=file]").set_input_files(str(path))
+
+
+def test_a_refused_pair_leaves_no_earlier_verdict_on_screen(page: Page, tmp_path: Path) -> None:
+    """A non-image named .png is refused at its input in our words; a blank page by the model step; neither keeps the old verdict."""
+    not_an_image = tmp_path / "x.png"
+    not_an_image.write_text("this is text, not a picture")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 300), 255, np.uint8))
+    for bad, message in ((not_an_image, "'x.png' is not an image we can read"), (blank, "No ink found")):
+        open_example(page, "writer 1: genuine pair")
+        page.wait_for_selector("#verdict-banner .word")
+        replace_upload(page, "query", bad)
+        page.click("#verify-button")
+        page.wait_for_selector(f"text={message}", timeout=60_000)
+        page.wait_for_selector("#verdict-refused", timeout=30_000)
+        assert page.locator("#verdict-banner").count() == 0, "the previous verdict is still on screen"
+        shown = page.locator("body").inner_text()
+        assert "preprocess" not in shown and "UnidentifiedImageError" not in shown and "/tmp" not in shown
+        page.locator("#view-tabs").get_by_role("tab", name="Patch correspondences").click()
+        assert page.locator("#correspondence-plot .js-plotly-plot").count() == 0, "the previous pair's figure is still shown"
+        page.locator("#view-tabs").get_by_role("tab", name="Verdict").click()
 
 
 def test_drawn_signatures_can_be_verified(page: Page) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +141,34 @@ def _check_path(path: Path, name: str) -> None:
     raise PreprocessError(f"{name} was not found." if kind is None else f"{name} is {kind}, not an image file.")
 
 
+@contextmanager
+def _opened(stream: io.BytesIO | Path, name: str) -> Iterator[Image.Image]:
+    """``Image.open`` with its size checked from the header and every decoder failure said in our words."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
+            with Image.open(stream) as image:
+                _check_dimensions(*image.size, name)
+                yield image
+    except PreprocessError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise PreprocessError(f"{name} claims more than {MAX_PIXELS / 1e6:.0f} megapixels; please upload a smaller image.") from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
+        raise PreprocessError(f"{name} is not an image we can read (is it a {SUPPORTED} file, and complete?).") from error
+
+
+def probe_image(path: str | Path) -> None:
+    """Raise the ``read_image`` message for a file that is not a readable image, reading only its header.
+
+    Cheap enough for a form validator: a text file renamed ``.png`` is refused before any model run.
+    """
+    name = _describe(path)
+    _check_path(Path(path), name)
+    with _opened(Path(path), name):
+        pass
+
+
 def read_image_frames(source: str | Path | bytes | np.ndarray | Image.Image) -> tuple[np.ndarray, int]:
     """``read_image`` and the number of pages or frames the file holds (1 for most images)."""
     name = _describe(source)
@@ -157,21 +187,11 @@ def read_image_frames(source: str | Path | bytes | np.ndarray | Image.Image) -> 
         _check_path(stream, name)
     else:
         raise PreprocessError(f"A value of type {type(source).__name__} is not an image we can read; upload a {SUPPORTED} file.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
-            with Image.open(stream) as image:
-                _check_dimensions(*image.size, name)
-                frames = int(getattr(image, "n_frames", 1))
-                image.seek(0)
-                image.load()
-                return _pil_to_rgb(image), frames
-    except PreprocessError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise PreprocessError(f"{name} claims more than {MAX_PIXELS / 1e6:.0f} megapixels; please upload a smaller image.") from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise PreprocessError(f"{name} is not an image we can read (is it a {SUPPORTED} file, and complete?).") from error
+    with _opened(stream, name) as image:
+        frames = int(getattr(image, "n_frames", 1))
+        image.seek(0)
+        image.load()
+        return _pil_to_rgb(image), frames
 
 
 # ----------------------------------------------------------------------------- ink

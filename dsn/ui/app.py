@@ -10,6 +10,7 @@ control after "Verify" works without running the model again.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze, user_errors
 from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
-from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, signature_input, validate_pair
+from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, missing_input, signature_input, validate_pair
 from dsn.ui.jobs import JOBS, session_of
 from dsn.ui.runtime import ModelInfo, release_memory
 from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
@@ -34,7 +35,7 @@ from dsn.ui.tabs.correspondence import CorrespondenceView, build_correspondence_
 from dsn.ui.tabs.dataset import dataset_tab
 from dsn.ui.tabs.detail import DetailView, build_detail_tab
 from dsn.ui.tabs.reference import build_reference_tab
-from dsn.ui.tabs.verify import WAITING_HTML, VerdictView, build_verdict_tab, rethreshold, verdict_outputs
+from dsn.ui.tabs.verify import PENDING_HTML, WAITING_HTML, VerdictView, build_verdict_tab, refused_html, rethreshold, verdict_outputs
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 # metrics.json keys quoted in the header: the headline numbers a visitor can check in the model card
@@ -245,10 +246,37 @@ def _wire_pair(
     verify_inputs = [*reference.components, *query.components, verdict.threshold]
     verify_outputs = [analysis, banner, verdict.bar, verdict.reference_view, verdict.query_view, verdict.summary]
 
+    stale_outputs = [
+        *verify_outputs,
+        *(matches.figure, matches.matches, matches.plan, matches.shares, detail.dsi, detail.frequency),
+        *attributions.outputs,
+        *checks.outputs,
+    ]
+
+    def clear_stale(*values: object) -> tuple:
+        """Before a pair is verified, nothing of the previous pair stays on screen (a refusal must not sit beside an old verdict)."""
+        problems = [missing_input(name, *values[3 * k : 3 * k + 3]) for k, name in enumerate(("reference", "query"))]
+        problem = next((p for p in problems if p), None)
+        banner_html = refused_html(html.escape(problem)) if problem else PENDING_HTML
+        method, attribution_steps, check_steps = values[-3:]
+        return (
+            *(None, banner_html, None, None, None, None),
+            *(None, None, None, None, None, None),
+            *attributions.on_new_pair(None, method, attribution_steps),
+            *checks.on_new_pair(None, check_steps),
+        )
+
     def verify_on(listener: Callable, api_name: str | None = None) -> Dependency:
         """Run verification on ``listener`` (e.g. ``button.click`` or ``dependency.then``), then refresh every view."""
         visibility = "undocumented" if api_name else "private"
-        step = listener(
+        cleared = listener(
+            clear_stale,
+            [*reference.components, *query.components, attributions.method, attributions.steps, checks.steps],
+            stale_outputs,
+            queue=False,
+            api_visibility="private",
+        )
+        step = cleared.then(
             verify_pair_ui,
             verify_inputs,
             verify_outputs,
@@ -257,6 +285,7 @@ def _wire_pair(
             validator=validate_pair,  # a missing image: a message at that input, no error badges over the views
             **FAST_LANE,
         )
+        step.failure(refused_html, None, banner, queue=False, api_visibility="private")
         step.success(
             correspondence_tab.on_new_pair,
             [analysis, matches.top_k, matches.background],
@@ -325,7 +354,9 @@ def launch_options() -> dict:
         "theme": theme(),
         "js": CLICK_JS,
         "max_file_size": "20mb",
-        "show_error": True,
+        # Only our own messages (gr.Error) reach visitors: an exception from Gradio's internals
+        # (e.g. a refused file reference, whose text holds the server's working directory) shows as "Error".
+        "show_error": False,
         "state_session_capacity": SESSION_CAPACITY,
     }
 

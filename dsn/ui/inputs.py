@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from dsn.data.preprocess import PreprocessError
+from dsn.data.preprocess import PreprocessError, probe_image
+from dsn.ui.upload import SignatureUpload
 
 UPLOAD, DRAW = "upload", "draw"
 CANVAS = (720, 300)  # width, height: signatures are wide
@@ -32,7 +33,7 @@ class SignatureInput:
 
     name: str
     tabs: gr.Tabs
-    upload: gr.Image  # value: a file path
+    upload: SignatureUpload  # value: a file path
     drawing: gr.Sketchpad
     mode: gr.State  # UPLOAD or DRAW: the tab that is showing
 
@@ -46,7 +47,7 @@ def signature_input(name: str, hint: str) -> SignatureInput:
     mode = gr.State(UPLOAD)
     with gr.Tabs(selected=UPLOAD, elem_id=f"{name}-tabs") as tabs:
         with gr.Tab("Upload", id=UPLOAD) as upload_tab:
-            upload = gr.Image(
+            upload = SignatureUpload(
                 label=f"{name.capitalize()} signature",
                 sources=["upload", "clipboard", "webcam"],
                 type="filepath",  # our reader checks the size before decoding and fixes EXIF rotation
@@ -104,9 +105,11 @@ def chosen_image(name: str, upload: str | None, drawing: dict | None, mode: str)
 
 
 def missing_input(name: str, upload: str | None, drawing: dict | None, mode: str) -> str | None:
-    """What is missing from one signature input (None when it is there), checked before any model run."""
+    """What is missing or unreadable in one signature input (None when it is fine), checked before any model run."""
     try:
-        chosen_image(name, upload, drawing, mode)
+        image = chosen_image(name, upload, drawing, mode)
+        if isinstance(image, str):
+            probe_image(image)
     except PreprocessError as error:
         return str(error)
     return None

@@ -45,6 +45,7 @@ CSS = """
 .dsn-genuine .word { color: #1e6b41; }
 .dsn-forged { background: #fdf0e6; border: 1px solid #d35400; }
 .dsn-forged .word { color: #a04000; }
+.dsn-refused { background: #fdecea; border: 1px solid #c0392b; color: #5a1a12; }
 .dsn-waiting { background: var(--block-background-fill); border: 1px dashed var(--border-color-primary); color: var(--body-text-color-subdued); }
 .dsn-note { font-size: 0.92em; color: var(--body-text-color-subdued); }
 """

@@ -23,6 +23,7 @@ from dsn.ui.guide import how_to_read
 from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.jobs import Job, run_job
 from dsn.ui.runtime import gpu
+from dsn.ui.upload import SignatureUpload
 
 TAB_ID = "references"
 TABLE_COLUMNS = ["#", "reference", "distance", "global", "structural", "accepted"]
@@ -111,7 +112,7 @@ def build_reference_tab(context: AppContext) -> None:
                 references = gr.File(
                     file_count="multiple", file_types=["image"], label="Genuine references (one writer)", elem_id="refset-references"
                 )
-                query = gr.Image(
+                query = SignatureUpload(
                     type="filepath", sources=["upload", "clipboard"], label="Query signature", height=210, elem_id="refset-query"
                 )
                 threshold = dataset_threshold_slider(

@@ -22,6 +22,18 @@ WAITING_HTML = (
 )
 
 
+PENDING_HTML = "<div class='dsn-verdict dsn-waiting' id='verdict-pending'><span>Verifying this pair…</span></div>"
+REFUSED_HTML = (
+    "<div class='dsn-verdict dsn-refused' id='verdict-refused'><span class='word'>No verdict</span>"
+    "<span class='facts'>{reason}</span></div>"
+)
+
+
+def refused_html(reason: str = "this pair was refused; the message says why. Fix the input and press <b>Verify</b> again.") -> str:
+    """The banner after a refused pair: no earlier verdict may stay on screen beside the error."""
+    return REFUSED_HTML.format(reason=reason)
+
+
 @dataclass
 class VerdictView:
     threshold: gr.Slider
