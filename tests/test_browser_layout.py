@@ -49,11 +49,8 @@ def overflow(page: Page) -> int:
 
 
 def select_tab(page: Page, container: str, name: str) -> None:
-    """Click a tab even when Gradio has folded it into the overflow menu (narrow screens)."""
-    page.evaluate(
-        "([c, n]) => [...document.querySelectorAll(`${c} button`)].find(b => b.innerText.trim() === n && b.closest('.tab-wrapper')).click()",
-        [container, name],
-    )
+    """Click a tab by its visible label (every tab is in the bar at both sizes)."""
+    page.locator(container).get_by_role("tab", name=name, exact=True).click()
     page.wait_for_timeout(600)
 
 
@@ -78,12 +75,37 @@ def test_no_tab_scrolls_sideways(page: Page) -> None:
         assert overflow(page) <= 0, f"{tab}: {overflow(page)} px too wide"
 
 
-def test_a_missing_input_gets_a_message_and_the_views_stay(page: Page) -> None:
+def test_a_missing_input_gets_a_message_and_no_old_verdict_stays(page: Page) -> None:
     open_example(page)
     page.locator("#query-upload button[aria-label='Remove Image']").click()
     page.click("#verify-button")
     page.wait_for_selector(".validation-error", timeout=30_000)
     assert "No query signature yet" in page.locator(".validation-error").first.inner_text()
-    assert page.locator("#verdict-banner").count() == 1, "the last verdict stays"
+    assert page.locator("#verdict-banner").count() == 0, "the previous pair's verdict must not sit beside the refusal"
+    assert "No query signature yet" in page.locator("#verdict-refused").inner_text()
     badges = page.evaluate("() => [...document.querySelectorAll('#view-tabs .error, #verdict-area .error')].length")
     assert badges == 0, "no error badges over the views"
+
+
+def test_every_view_has_a_visible_label_and_titles_are_not_cut(page: Page) -> None:
+    """No view hides behind an unlabelled "..." menu, and a figure's title fits its figure at both sizes."""
+    open_example(page)
+    for tab in [*VIEW_TABS, "Check the explanations"]:
+        assert page.locator("#view-tabs").get_by_role("tab", name=tab).is_visible(), f"{tab} is not a visible tab"
+    assert not page.locator("#view-tabs .overflow-menu button").is_visible(), "a view hides behind the '...' menu"
+    select_tab(page, "#view-tabs", "Patch correspondences")
+    for plot in ("correspondence-plot", "plan-plot", "distance-plot"):
+        if plot == "distance-plot":
+            select_tab(page, "#view-tabs", "Verdict")
+        page.wait_for_selector(f"#{plot} .js-plotly-plot .gtitle", state="attached", timeout=60_000)
+        page.wait_for_timeout(800)  # the phone layout redraws once after Plotly's first draw
+        title, figure = page.evaluate(
+            """id => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
+                       const t = gd.querySelector('.gtitle').getBoundingClientRect(), f = gd.getBoundingClientRect();
+                       return [[t.left, t.right], [f.left, f.right]]; }""",
+            plot,
+        )
+        assert figure[0] - 1 <= title[0] and title[1] <= figure[1] + 1, f"{plot}: title {title} runs out of the figure {figure}"
+        toolbar = page.locator(f"#{plot} .modebar-container")
+        if page.viewport_size["width"] <= 600:
+            assert not toolbar.is_visible(), f"{plot}: the toolbar covers the labels on a phone"

@@ -26,12 +26,18 @@ SHOW_VERDICT_JS = (
 
 CSS = """
 .gradio-container { max-width: 1500px !important; margin: auto; }
+@media (max-width: 600px) { .js-plotly-plot .modebar-container { display: none !important; } }  /* it covered the panel labels */
 @media (max-width: 600px) { .gradio-container { padding-left: 6px !important; padding-right: 6px !important; } }
 .js-plotly-plot, .plot-container { max-width: 100%; }
 /* phones: tab labels wrap onto a second line instead of widening the page; wide tables scroll inside */
 .tab-wrapper, .tab-container { flex-wrap: wrap !important; height: auto !important; max-width: 100%; }
 .tab-container button { flex: 0 1 auto; }
+/* Gradio moves tabs that do not fit one line into an unlabelled "..." menu, judged by the widths of a hidden copy of
+   the tab bar; shrinking that copy keeps every tab in the bar, where the rule above wraps it onto a second line */
+.tab-container.visually-hidden button { font-size: 1px !important; padding: 0 !important; min-width: 0 !important; }
+.overflow-menu { display: none !important; }
 .table-wrap, .table-container { max-width: 100%; overflow-x: auto; }
+@media (max-width: 600px) { .block:has(table) { max-width: calc(100vw - 24px); overflow-x: auto; } }  /* a wide table scrolls, not the page */
 #dsn-title h1 { margin-bottom: 0.1em; }
 #dsn-title p { margin-top: 0.2em; color: var(--body-text-color-subdued); }
 .dsn-untrained { background: #fdecea; border: 2px solid #c0392b; color: #8e1b10; border-radius: 8px;
@@ -50,12 +56,64 @@ CSS = """
 .dsn-note { font-size: 0.92em; color: var(--body-text-color-subdued); }
 """
 
+# At phone width (<= PHONE_MAX_PX) every Plotly figure is laid out again in the browser after Plotly draws it
+# (the server builds one figure for every screen): titles and panel labels wrap instead of being cut, legends go
+# below the panels, and the toolbar is hidden (CSS). Turning colour bars horizontal left Plotly drawing the old bar too.
+PHONE_MAX_PX = 600
+PHONE_LAYOUT_JS = f"""
+  const wrapText = (text, width) => text.split('<br>').map((line) => {{
+    const lines = []; let current = '';
+    for (const word of line.split(' ')) {{
+      const plain = (current + ' ' + word).replace(/<[^>]+>/g, '');
+      if (current && plain.length > width) {{ lines.push(current); current = word; }} else {{ current = current ? current + ' ' + word : word; }}
+    }}
+    lines.push(current);
+    return lines.join('<br>');
+  }}).join('<br>');
+  const phoneLayout = (gd) => {{
+    if (window.innerWidth > {PHONE_MAX_PX} || !window.Plotly || !gd.layout || (gd.layout.meta || {{}}).dsnPhone) return;
+    const L = gd.layout, width = gd.clientWidth || window.innerWidth - 64, u = {{}};
+    const chars = Math.max(20, Math.floor(width / 8.5));
+    const title = L.title && (typeof L.title === 'string' ? L.title : L.title.text);
+    let top = 64;  // below the component's label badge
+    if (title) {{
+      const text = wrapText(title, chars);
+      u['title.text'] = text; u['title.font.size'] = 14; u['title.x'] = 0.02;
+      top = 56 + 19 * text.split('<br>').length;
+    }}
+    const bottom = 50, height = (L.height || gd.clientHeight) + (top - 40) + bottom;
+    if (L.annotations) {{  // panel labels wrap instead of running into each other
+      u.annotations = L.annotations.map((a) => Object.assign({{}}, a, {{ text: wrapText(String(a.text || ''), Math.floor(chars / 2)) }}));
+    }}
+    // an explicit width keeps the height: Plotly's resize drops a height given without one
+    Object.assign(u, {{ width: width, height: height, 'margin.t': top, 'margin.b': bottom, 'margin.l': 8, 'margin.r': 8,
+      'legend.orientation': 'h', 'legend.x': 0, 'legend.y': -0.02, 'legend.yanchor': 'top' }});
+    // one full redraw with the new layout
+    const layout = JSON.parse(JSON.stringify(gd.layout));
+    for (const [path, value] of Object.entries(u)) {{
+      const keys = path.split('.'); let node = layout;
+      keys.slice(0, -1).forEach((k) => {{ node = node[k] = (node[k] && typeof node[k] === 'object') ? node[k] : {{}}; }});
+      node[keys[keys.length - 1]] = value;
+    }}
+    layout.meta = Object.assign({{}}, layout.meta, {{ dsnPhone: true }});
+    window.Plotly.react(gd, gd.data, layout);
+  }};
+  const phoneAll = () => document.querySelectorAll('.js-plotly-plot').forEach((gd) => {{
+    if (typeof gd.on === 'function' && !gd.__dsnPhoneHook) {{
+      gd.__dsnPhoneHook = true;
+      gd.on('plotly_afterplot', () => phoneLayout(gd));
+    }}
+    phoneLayout(gd);
+  }});
+"""
+
 # Runs once on page load. A MutationObserver re-attaches the listener whenever
 # Gradio re-renders the figure into a new element. Plotly reports the nearest
 # point, which may be the end of a match line lying exactly on a patch marker,
 # so the patch is looked up by position among the "... patches" marker traces.
 CLICK_JS = f"""
 () => {{
+{PHONE_LAYOUT_JS}
   const patchAt = (gd, x, y) => {{
     for (const trace of (gd._fullData || gd.data || [])) {{
       const name = trace.name || '';
@@ -97,9 +155,10 @@ CLICK_JS = f"""
       }});
     }});
   }};
-  new MutationObserver(() => {{ attach(); attachMap(); }}).observe(document.body, {{ childList: true, subtree: true }});
+  new MutationObserver(() => {{ attach(); attachMap(); phoneAll(); }}).observe(document.body, {{ childList: true, subtree: true }});
   attach();
   attachMap();
+  phoneAll();
 }}
 """
 

@@ -129,6 +129,7 @@ def build_reference_tab(context: AppContext) -> None:
                     datatype=["number", "str", "number", "number", "number", "bool"],
                     interactive=False,
                     type="array",
+                    wrap=True,  # long headers wrap, so the table fits a phone
                     elem_id="refset-table",
                 )
                 chosen = gr.Dropdown(choices=[], label="Patch correspondences with reference", elem_id="refset-chosen")
