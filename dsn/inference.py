@@ -311,8 +311,14 @@ def _split_maps(maps: list[DSIMaps], item: int) -> list[DSIMaps]:
 def analyze_pair(
     model: DetailSemNet, reference_source: object, query_source: object, threshold: float | None = None, with_maps: bool = True
 ) -> PairAnalysis:
-    """Preprocess both images, embed both in one backbone pass, compare them (DSI maps optional)."""
+    """Preprocess both images, embed both in one backbone pass, compare them (DSI maps optional).
+
+    A threshold equal to the checkpoint's at the three decimals the app shows is the checkpoint's
+    own: the app's slider starts there, and its reports must not call it a user's choice.
+    """
     start = time.perf_counter()
+    if threshold is not None and round(float(threshold), 3) == round(float(model.config.threshold), 3):
+        threshold = None
     reference, query = load_input(model, reference_source, "Reference image"), load_input(model, query_source, "Query image")
     with recording_dsi_maps(model.backbone) if with_maps else contextlib.nullcontext([]) as maps:
         both = embed(model, torch.cat([reference.tensor(), query.tensor()]))

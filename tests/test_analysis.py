@@ -130,3 +130,14 @@ def test_radial_profile_and_channel_energy_on_known_signals() -> None:
     assert power.argmax() == 0 and power[1:].max() < 1e-9  # constant: all power at zero frequency
     energy = channel_energy(torch.stack([torch.full((4, 4), 3.0), torch.full((4, 4), 4.0)])[None])
     assert energy.shape == (4, 4) and np.allclose(energy, np.sqrt((9 + 16) / 2))
+
+
+def test_the_checkpoint_threshold_as_the_app_shows_it_is_still_the_checkpoints(model: DetailSemNet) -> None:
+    """The app's slider starts at the threshold rounded to 3 decimals; reports must say "checkpoint", as /verify does."""
+    reference, query = EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_genuine.png"
+    shown = round(float(model.config.threshold), 3) + 0.0004  # what a rounded slider can send back
+    assert (
+        analyze_pair(model, reference, query, threshold=round(float(model.config.threshold), 3), with_maps=False).threshold_source
+        == "checkpoint"
+    )
+    assert analyze_pair(model, reference, query, threshold=shown + 0.01, with_maps=False).threshold_source == "given"

@@ -317,3 +317,10 @@ def test_a_file_reference_outside_the_uploads_reveals_no_server_path(client: Cli
     answer = httpx.get(f"{base}/gradio_api/call/verify/{started.json()['event_id']}", timeout=60).text
     assert "event: error" in answer
     assert os.getcwd() not in answer and str(REPO) not in answer and "passwd" not in answer
+
+
+def test_the_first_hint_says_where_the_examples_are() -> None:
+    """The examples sit under the Verify button (left column on a laptop, above the verdict on a phone), never "below" the hint."""
+    from dsn.ui.tabs.verify import WAITING_HTML
+
+    assert "under the <b>Verify</b> button" in WAITING_HTML and "below" not in WAITING_HTML

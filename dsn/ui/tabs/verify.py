@@ -18,7 +18,8 @@ from dsn.ui.guide import how_to_read
 from dsn.ui.runtime import ModelInfo
 
 WAITING_HTML = (
-    "<div class='dsn-verdict dsn-waiting'><span>Pick an example below or give two signatures, then press <b>Verify</b>.</span></div>"
+    "<div class='dsn-verdict dsn-waiting'><span>Click an example under the <b>Verify</b> button, or give two signatures "
+    "and press <b>Verify</b>.</span></div>"
 )
 
 
