@@ -168,7 +168,10 @@ def test_drawn_signatures_can_be_verified(page: Page) -> None:
         page.mouse.up()
     old = page.locator("#verdict-banner").inner_text(timeout=90_000)  # software-GL canvases slow a busy machine down
     page.click("#verify-button")
-    page.wait_for_function("old => document.querySelector('#verdict-banner').innerText !== old", arg=old, timeout=60_000)
+    # the old verdict is cleared first, then the new one arrives
+    page.wait_for_function(
+        "old => { const b = document.querySelector('#verdict-banner'); return b && b.innerText !== old; }", arg=old, timeout=60_000
+    )
     page.screenshot(path=str(ARTIFACTS / "drawn-pair.png"), full_page=True)
 
 

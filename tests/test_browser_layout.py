@@ -93,19 +93,30 @@ def test_every_view_has_a_visible_label_and_titles_are_not_cut(page: Page) -> No
     for tab in [*VIEW_TABS, "Check the explanations"]:
         assert page.locator("#view-tabs").get_by_role("tab", name=tab).is_visible(), f"{tab} is not a visible tab"
     assert not page.locator("#view-tabs .overflow-menu button").is_visible(), "a view hides behind the '...' menu"
-    select_tab(page, "#view-tabs", "Patch correspondences")
-    for plot in ("correspondence-plot", "plan-plot", "distance-plot"):
-        if plot == "distance-plot":
-            select_tab(page, "#view-tabs", "Verdict")
+    views = {"correspondence-plot": "Patch correspondences", "share-plot": "Patch correspondences", "plan-plot": "Patch correspondences"}
+    views |= {"dsi-plot": "Detail vs semantics", "distance-plot": "Verdict"}
+    for plot, tab in views.items():
+        select_tab(page, "#view-tabs", tab)
         page.wait_for_selector(f"#{plot} .js-plotly-plot .gtitle", state="attached", timeout=60_000)
         page.wait_for_timeout(800)  # the phone layout redraws once after Plotly's first draw
-        title, figure = page.evaluate(
-            """id => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
-                       const t = gd.querySelector('.gtitle').getBoundingClientRect(), f = gd.getBoundingClientRect();
-                       return [[t.left, t.right], [f.left, f.right]]; }""",
+        shown = page.evaluate(
+            """id => { const gd = document.querySelector(`#${id} .js-plotly-plot`), box = (e) => e.getBoundingClientRect();
+                       const rect = (r) => [r.left, r.top, r.right, r.bottom];
+                       return { title: rect(box(gd.querySelector('.gtitle'))), figure: rect(box(gd)),
+                                labels: [...gd.querySelectorAll('.annotation')].map((a) => rect(box(a))),
+                                panels: [...gd.querySelectorAll('.nsewdrag')].map((d) => box(d).width) }; }""",
             plot,
         )
-        assert figure[0] - 1 <= title[0] and title[1] <= figure[1] + 1, f"{plot}: title {title} runs out of the figure {figure}"
+        left, _, right, _ = shown["figure"]
+        for name, (x0, _, x1, _) in [("title", shown["title"]), *(("label", r) for r in shown["labels"])]:
+            assert left - 1 <= x0 and x1 <= right + 1, f"{plot}: a {name} runs out of the figure"
+        labels = shown["labels"]
+        for i, a in enumerate(labels):  # panel labels must not run into one another
+            for b in labels[i + 1 :]:
+                overlap = min(a[2], b[2]) - max(a[0], b[0]) > 2 and min(a[3], b[3]) - max(a[1], b[1]) > 2
+                assert not overlap, f"{plot}: two panel labels overlap"
         toolbar = page.locator(f"#{plot} .modebar-container")
         if page.viewport_size["width"] <= 600:
             assert not toolbar.is_visible(), f"{plot}: the toolbar covers the labels on a phone"
+            if plot in ("dsi-plot", "share-plot"):  # image panels one per row, nearly as wide as the phone
+                assert min(shown["panels"]) >= 0.6 * page.viewport_size["width"], f"{plot}: panels {shown['panels']}"

@@ -147,3 +147,16 @@ def test_attribution_overlay_and_distance_bar(model: DetailSemNet, analysis: Pai
     assert sum(t.x[0] for t in bars.data) == pytest.approx(summary["distance"], abs=1e-5)
     assert bars.layout.shapes[0].x0 == summary["threshold"]
     assert summary["verdict"] in bars.layout.title.text
+
+
+def test_a_dsi_map_that_barely_varies_says_so_in_its_title(analysis: PairAnalysis) -> None:
+    """A flat panel reads as broken unless its title says it is flat (and by how much it varies)."""
+    from dsn.inspect.analysis import channel_energy, find_maps
+    from dsn.inspect.figures import dsi_figure
+
+    for stage in range(4):
+        titles = [a.text for a in dsi_figure(analysis, stage, 0).layout.annotations]
+        for side, title in zip(("reference", "query"), (titles[5], titles[11])):
+            values = channel_energy(find_maps(analysis, side, stage, 0).semantics_attend)
+            flat = float(values.max() - values.min()) / float(values.max()) < 0.1
+            assert title.startswith("SemanticsAttend") and ("flat" in title) == flat, (stage, side, title)

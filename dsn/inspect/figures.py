@@ -216,12 +216,22 @@ def dsi_figure(analysis: PairAnalysis, stage: int, block: int) -> go.Figure:
     def cell(side: int, part: int) -> tuple[int, int]:
         return 2 * side + part // 3 + 1, part % 3 + 1
 
-    short = ["model input"] + [name for _, name in _DSI_PARTS]
-    titles = [f"<b>{SIDES[r // 2]}</b>: {short[3 * (r % 2)]}" if c == 0 else short[3 * (r % 2) + c] for r in range(4) for c in range(3)]
+    energy_of = {field: [channel_energy(getattr(maps[side], field)) for side in SIDES] for field, _ in _DSI_PARTS}
+
+    def label(side: int, part: int) -> str:
+        if part == 0:
+            return "model input"
+        field, name = _DSI_PARTS[part - 1]
+        values = energy_of[field][side]
+        spread = float(values.max() - values.min()) / max(float(values.max()), 1e-30)
+        # a map that barely varies shows as one colour: say so, or it reads as a broken panel
+        return f"{name} (flat: varies {100 * spread:.0f} %)" if spread < 0.1 else name
+
+    titles = [(f"<b>{SIDES[r // 2]}</b>: " if c == 0 else "") + label(r // 2, 3 * (r % 2) + c) for r in range(4) for c in range(3)]
     fig = make_subplots(rows=4, cols=3, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.06)
     size = analysis.reference.image.shape[0]
     for part, (field, _) in enumerate(_DSI_PARTS, start=1):
-        energies = [channel_energy(getattr(maps[side], field)) for side in SIDES]
+        energies = energy_of[field]
         scale = max(max(float(e.max()) for e in energies), 1e-30)
         for index, (side, energy) in enumerate(zip(SIDES, energies)):
             step = size / energy.shape[1]  # model pixels per feature-map cell, so maps line up with the input

@@ -7,7 +7,9 @@ that composes them, so ``dsn.ui.tabs`` sits below ``dsn.ui.app``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,20 @@ from gradio.events import Dependency
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.inputs import UPLOAD, SignatureInput
 from dsn.ui.runtime import ModelInfo
+
+OPENED_DIR = Path(tempfile.gettempdir()) / "dsn-opened-pairs"  # Gradio serves files from the temp dir only
+
+
+def servable_copy(path: str | Path) -> str:
+    """A copy of a dataset file in the temp dir, so Gradio may serve it wherever the data root is; the root never shows."""
+    path = Path(path)
+    data = path.read_bytes()
+    OPENED_DIR.mkdir(parents=True, exist_ok=True)
+    target = OPENED_DIR / f"{'-'.join(path.parts[-3:-1])}-{hashlib.sha1(data).hexdigest()[:10]}{path.suffix}"
+    if not target.exists():
+        target.write_bytes(data)
+    return str(target)
+
 
 PAIR_TAB = "pair"
 STATE_SECONDS = 3600  # a visitor's analysis is dropped after an hour of inactivity
@@ -83,13 +99,14 @@ class PairViews:
         @functools.wraps(fn)
         def opened(*values: object) -> tuple:
             reference, query, *known = fn(*values)
+            reference, query = servable_copy(reference), servable_copy(query)  # every way of opening a pair: one way to serve it
             context = known[0] if known else None
             threshold = gr.Slider() if context is None or context.threshold is None else gr.Slider(value=context.threshold)
             return (
                 context.html() if context else "",
                 threshold,
-                str(reference),
-                str(query),
+                reference,
+                query,
                 UPLOAD,
                 UPLOAD,
                 gr.Tabs(selected=UPLOAD),

@@ -81,10 +81,45 @@ PHONE_LAYOUT_JS = f"""
       u['title.text'] = text; u['title.font.size'] = 14; u['title.x'] = 0.02;
       top = 56 + 19 * text.split('<br>').length;
     }}
-    const bottom = 50, height = (L.height || gd.clientHeight) + (top - 40) + bottom;
-    if (L.annotations) {{  // panel labels wrap instead of running into each other
-      u.annotations = L.annotations.map((a) => Object.assign({{}}, a, {{ text: wrapText(String(a.text || ''), Math.floor(chars / 2)) }}));
+    const bottom = 50;
+    let height = (L.height || gd.clientHeight) + (top - 40) + bottom;
+    const panels = Object.keys(L).filter((k) => /^xaxis[0-9]*$/.test(k) && L[k].domain)
+      .map((k) => ({{ n: k.slice(5), x: L[k].domain, y: (L['yaxis' + k.slice(5)] || {{}}).domain }}))
+      .filter((p) => p.y);
+    const annotations = (L.annotations || []).map((a) => Object.assign({{}}, a));
+    if (panels.length > 1) {{  // a grid of image panels: one panel per row, as wide as the phone allows
+      panels.sort((a, b) => (b.y[1] - a.y[1]) || (a.x[0] - b.x[0]));
+      const heading = 24, slot = (width - 16) + heading;  // square panels at full width, each under its label
+      height = top + bottom + panels.length * slot;
+      const paper = height - top - bottom;
+      annotations.forEach((a) => {{  // subplot titles go with their panel (Plotly may have narrowed the old domains)
+        if (a.xref !== 'paper' || a.yref !== 'paper' || a.yanchor !== 'bottom') return;
+        const gap = (p) => 2 * Math.abs(a.x - (p.x[0] + p.x[1]) / 2) + Math.abs(a.y - p.y[1]);
+        a.panel = panels.reduce((best, p) => (gap(p) < gap(best) ? p : best));
+      }});
+      panels.forEach((p, i) => {{
+        const upper = 1 - i * slot / paper, lower = 1 - (i + 1) * slot / paper;
+        u['xaxis' + p.n + '.domain'] = [0, 1];
+        u['yaxis' + p.n + '.domain'] = [Math.max(0, lower), upper - heading / paper];
+        p.top = upper - heading / paper;
+      }});
+      annotations.forEach((a) => {{
+        if (a.panel) {{ a.x = 0.5; a.y = a.panel.top; a.xanchor = 'center'; }}
+        delete a.panel;
+      }});
+      const axis = L.coloraxis;
+      if (axis && axis.colorbar) {{  // the colour bar would take a third of the width: it becomes a line under the title
+        const scale = String((axis.colorbar.title || {{}}).text || 'value').replace(/<br>/g, ' ');
+        const range = axis.cmax !== undefined ? `, ${{+(+axis.cmin || 0).toPrecision(2)}} to ${{+(+axis.cmax).toPrecision(2)}}` : '';
+        u['coloraxis.showscale'] = false;
+        const text = wrapText((u['title.text'] || title || '') + '<br><i>colour: ' + scale + range + '</i>', chars);
+        u['title.text'] = text;
+        top = 56 + 19 * text.split('<br>').length;
+        height = top + bottom + panels.length * slot;
+      }}
     }}
+    annotations.forEach((a) => {{ a.text = wrapText(String(a.text || ''), Math.floor(chars / (panels.length > 1 ? 1 : 2))); }});
+    if (annotations.length) u.annotations = annotations;
     // an explicit width keeps the height: Plotly's resize drops a height given without one
     Object.assign(u, {{ width: width, height: height, 'margin.t': top, 'margin.b': bottom, 'margin.l': 8, 'margin.r': 8,
       'legend.orientation': 'h', 'legend.x': 0, 'legend.y': -0.02, 'legend.yanchor': 'top' }});

@@ -11,7 +11,6 @@ Selecting a row of the error list opens that pair in the "Verify a pair" views.
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import tempfile
 from collections.abc import Sequence
@@ -49,7 +48,6 @@ ERROR_COLUMNS = ["pair", "writer", "reference", "query", "pair images", "distanc
 ERROR_TYPES = ["number", "number", "str", "str", "html", "number", "number", "bool"]
 ERROR_KINDS = {"false accept": "false-accepts", "false reject": "false-rejects"}  # list -> elem_id suffix
 WRITER_COLUMNS = ["writer", "pairs", "genuine", "forged", "EER %", "FAR %", "FRR %", "errors", "accuracy %"]
-OPENED_DIR = Path(tempfile.gettempdir()) / "dsn-explorer-pairs"  # Gradio serves files from the temp dir only
 NO_ROOTS = (
     "No data roots were given, so no dataset can be evaluated here. Start the app with "
     "`python app.py --data-root ../shared/datasets` (repeatable); datasets are picked only from folders under those roots."
@@ -159,16 +157,6 @@ def _views(exploration: Exploration, limit: float) -> tuple:
     return (metrics_html(exploration), figs.get("roc"), figs.get("histogram"), *errors, writer_table(exploration))
 
 
-def servable_copy(path: Path) -> str:
-    """Copy a dataset file into the temp dir so Gradio may serve it; the dataset roots are never exposed."""
-    data = path.read_bytes()
-    OPENED_DIR.mkdir(parents=True, exist_ok=True)
-    target = OPENED_DIR / f"{'-'.join(path.parts[-3:-1])}-{hashlib.sha1(data).hexdigest()[:10]}{path.suffix}"
-    if not target.exists():
-        target.write_bytes(data)
-    return str(target)
-
-
 def opened_pair(exploration: Exploration, pair_index: int) -> tuple[str, str, PairContext]:
     """A pair of the error list as the pair views open it: servable copies, ground truth, names, the explorer's threshold."""
     result = exploration.result
@@ -183,7 +171,7 @@ def opened_pair(exploration: Exploration, pair_index: int) -> tuple[str, str, Pa
         threshold=float(result.threshold),
         source=f"Dataset explorer, {exploration.dataset} {exploration.split}",
     )
-    return servable_copy(reference), servable_copy(query), context
+    return str(reference), str(query), context
 
 
 def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None) -> None:
