@@ -221,3 +221,13 @@ def test_the_checks_view_shows_every_method_and_the_frequency_filters(page: Page
     page.wait_for_selector("#report-files a", timeout=120_000)
     assert page.locator("#report-files a").count() == 2  # the HTML report and its JSON
     page.locator("#grid-plot").screenshot(path=str(ARTIFACTS / "checks-grid.png"))
+
+
+def test_the_sanity_check_shows_its_estimate_and_step_by_step_progress(page: Page) -> None:
+    """A check that runs for minutes says what it will cost, then where it is (the page is closed before it ends)."""
+    open_example(page, "writer 1: forgery")
+    page.locator("#view-tabs").get_by_role("tab", name="Check the explanations").click()
+    estimate = page.locator("#grid-estimate").inner_text()
+    assert re.search(r"sanity check \(one image, \d+ steps\): about \d+ s", estimate), estimate
+    page.click("#sanity-run")
+    page.wait_for_selector("text=/trained model: .* of 5 maps|step \\d+ of \\d+:/", timeout=120_000)

@@ -147,3 +147,18 @@ def test_the_grid_estimate_is_the_attribution_tabs_and_becomes_measured(model: D
     assert seconds(many) == pytest.approx(2 * each, abs=0.5)  # both images
     record_cost(model, analysis, "integrated_gradients", 16, 100.0)
     assert "measured on this machine" in estimate_text(model, analysis, 4)
+
+
+def test_the_sanity_check_reports_each_step_and_the_app_estimates_it(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    """A 90-second check must say step k of n as it goes, and its cost before it starts."""
+    from dsn.ui.tabs.checks import estimate_text
+
+    messages: list[tuple[float, str]] = []
+    sanity_check(model, analysis, methods=["saliency", "layer_gradcam"], cascade_steps=3, progress=lambda f, t: messages.append((f, t)))
+    texts = [text for _, text in messages]
+    assert texts[0].startswith("trained model: saliency (1 of 2 maps)")
+    for k in (1, 2, 3):
+        assert sum(text.startswith(f"step {k} of 3:") for text in texts) == 2, texts
+    fractions = [f for f, _ in messages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert "the sanity check (one image," in estimate_text(model, analysis, 8) and "steps): about" in estimate_text(model, analysis, 8)

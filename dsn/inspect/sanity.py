@@ -138,15 +138,19 @@ def sanity_check(
     started = time.perf_counter()
     report = progress or (lambda fraction, text: None)
     ink = analysis.preprocessed(side).image > 0
-    originals = {m: attribute(model, analysis, m, target=target, side=side, steps=steps).map for m in methods}
     broken = copy.deepcopy(model).eval()
     plan = cascade(broken)[:cascade_steps] if cascade_steps else cascade(broken)
+    total = (1 + len(plan)) * len(methods)  # the trained model's maps, then each cascade step's
+    originals = {}
+    for i, method in enumerate(methods):
+        report(i / total, f"trained model: {method.replace('_', ' ')} ({i + 1} of {len(methods)} maps)")
+        originals[method] = attribute(model, analysis, method, target=target, side=side, steps=steps).map
     result = SanityCheck(side, target, [name for name, _ in plan])
-    total = len(plan) * len(methods)
     for k, (name, modules) in enumerate(plan):
         randomise(modules, SEED + k)
         for i, method in enumerate(methods):
-            report((k * len(methods) + i) / total, f"{name} random: {method.replace('_', ' ')}")
+            done = (1 + k) * len(methods) + i
+            report(done / total, f"step {k + 1} of {len(plan)}: {name} randomised, {method.replace('_', ' ')}")
             randomised = attribute(broken, analysis, method, target=target, side=side, steps=steps).map
             result.spearman.setdefault(method, []).append(rank_correlation(originals[method], randomised, ink))
             result.spearman_abs.setdefault(method, []).append(rank_correlation(originals[method], randomised, ink, absolute=True))

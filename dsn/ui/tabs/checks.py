@@ -21,7 +21,7 @@ from dsn.inspect.figures import attribution_figure, correspondence_figure, dista
 from dsn.inspect.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, band_effects
 from dsn.inspect.pair_report import PairReport, model_description, write_pair_report
 from dsn.inspect.plan_check import PlanCheck, plan_check
-from dsn.inspect.sanity import SanityCheck, sanity_check
+from dsn.inspect.sanity import SanityCheck, cascade, sanity_check
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
 from dsn.ui.guide import how_to_read
@@ -100,7 +100,12 @@ def estimate_text(model: DetailSemNet | None, analysis: PairAnalysis | None, ste
         return "Verify a pair first."
     costs = [estimate_seconds(model, analysis, method, int(steps)) for method in METHODS]
     basis = "measured on this machine" if all(measured for _, measured in costs) else "estimated from the verify time"
-    return f"All five methods for both images: about **{2 * sum(s for s, _ in costs):.0f} s** ({basis})."
+    sanity_maps = [estimate_seconds(model, analysis, method, SANITY_STEPS)[0] for method in METHODS]
+    sanity_s = (1 + len(cascade(model))) * sum(sanity_maps)  # the trained model's maps, then one set per cascade step
+    return (
+        f"All five methods for both images: about **{2 * sum(s for s, _ in costs):.0f} s**; the sanity check (one image, "
+        f"{len(cascade(model))} steps): about **{sanity_s:.0f} s** ({basis}, one map at a time)."
+    )
 
 
 def build_checks_tab() -> ChecksView:
@@ -201,7 +206,7 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
             )  # fmt: skip
         check = store.sanity[side]
         verdicts = "\n".join(f"- **{LABELS[m]}** {text}" for m, text in check.verdicts().items())
-        return store, sanity_figure(check), verdicts
+        return store, sanity_figure(check), f"Computed in **{check.seconds:.0f} s** on this server.\n\n{verdicts}"
 
     async def faith(pair, store, side, steps, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
         pair = _need(pair)
