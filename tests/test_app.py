@@ -207,9 +207,20 @@ def test_the_verdict_says_how_close_the_call_was_in_words() -> None:
     base = {"verdict": "genuine", "distance": 0.38, "threshold": 0.40, "margin": 0.02, "global_distance": 0.3,
             "weighted_structural_distance": 0.08, "ink_tokens_reference": 12, "ink_tokens_query": 9, "tokens": 49,
             "seconds": 0.1, "untrained": False, "input_warnings": {"reference": [], "query": []}}  # fmt: skip
-    assert plain_reading(base) == "The distance is 0.020 below the threshold (5 % of it): accepted as the reference writer's, a close call."
+    # without validation distances: the margin only, and no claim of certainty
+    assert plain_reading(base) == (
+        "The distance is 0.020 below the threshold: accepted as the reference writer's. "
+        "This checkpoint carries no validation distances to say how often such a call is wrong."
+    )
+    # with them: the distance placed among genuine and forged pairs
+    spread = {"percent": [0.0, 50.0, 100.0], "genuine": [0.1, 0.3, 0.6], "forged": [0.2, 0.6, 1.0]}
+    accepted = plain_reading(base, spread)  # 0.38: (0.38 - 0.2) / 0.4 x 50 = 22 % of forgeries were at most this far
+    assert accepted.endswith("On the validation writers, 22 % of forgeries came this close: weak evidence.")
+    clear = plain_reading(dict(base, distance=0.19, margin=0.21), spread)
+    assert "0 % of forgeries came this close: forgeries rarely get this close" in clear
     far = dict(base, verdict="forged", distance=0.7, margin=-0.3)
-    assert plain_reading(far).startswith("The distance is 0.300 above the threshold (75 % of it): rejected, a clear margin")
+    assert plain_reading(far, spread).endswith("0 % of genuine pairs were this far apart: genuine pairs are rarely this far apart.")
+    assert "clear margin" not in plain_reading(far) and "clear margin" not in accepted
     page = verdict_html(base)
     assert "verdict-reading" in page and "<abbr title=" in page and "of the 49 patches" in page
 

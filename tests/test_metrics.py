@@ -157,3 +157,16 @@ def test_summarize_is_json_friendly_and_consistent():
 def test_invalid_input_is_rejected(d, y):
     with pytest.raises(ValueError):
         equal_error_rate(d, y)
+
+
+def test_the_distance_spread_reads_back_the_shares_it_was_made_from() -> None:
+    from dsn.evaluation.metrics import distance_spread, share_at_most
+
+    rng = np.random.default_rng(0)
+    genuine, forged = rng.normal(0.3, 0.05, 4000), rng.normal(0.6, 0.1, 4000)
+    spread = distance_spread(np.concatenate([genuine, forged]), np.r_[np.ones(4000), np.zeros(4000)])
+    assert spread["percent"][0] == 0.0 and spread["percent"][-1] == 100.0 and len(spread["genuine"]) == 21
+    for value in (0.25, 0.3, 0.45, 0.55):
+        assert share_at_most(spread, "genuine", value) == pytest.approx(np.mean(genuine <= value), abs=0.02)
+        assert share_at_most(spread, "forged", value) == pytest.approx(np.mean(forged <= value), abs=0.02)
+    assert share_at_most(spread, "forged", -1.0) == 0.0 and share_at_most(spread, "forged", 9.0) == 1.0

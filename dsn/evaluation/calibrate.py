@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dsn.data.dataset import split_images_of
 from dsn.evaluation.evaluate import evaluate, pair_metrics
+from dsn.evaluation.metrics import distance_spread
 from dsn.hub.modelcard import METRICS_NAME
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.model.weights import WEIGHTS_NAME
@@ -56,6 +57,7 @@ def calibrate(
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     roots = [str(root) for root in data]
     metrics["val"] = val
+    metrics["val_distances"] = distance_spread(result.scores.distance, result.scores.genuine)  # for the app's plain reading
     metrics["val_info"] = {
         "data": roots[0] if len(roots) == 1 else roots,
         "split": "val",

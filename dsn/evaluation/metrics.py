@@ -168,3 +168,26 @@ def summarize(distances: ArrayLike, labels: ArrayLike, threshold: float) -> dict
         "n_genuine_pairs": int(y.sum()),
         "n_forged_pairs": int((~y).sum()),
     }
+
+
+SPREAD_PERCENTS = tuple(range(0, 101, 5))
+
+
+def distance_spread(distances: ArrayLike, labels: ArrayLike) -> dict[str, list[float]]:
+    """Percentiles (0, 5, ..., 100) of the genuine and of the forged distances: how the two kinds of pair spread.
+
+    Stored with a checkpoint, they let a verdict say how usual its distance is for each kind of pair,
+    rather than only how far it lies from the threshold.
+    """
+    d, y = _validate(distances, labels)
+    return {
+        "percent": [float(p) for p in SPREAD_PERCENTS],
+        "genuine": [float(v) for v in np.percentile(d[y], SPREAD_PERCENTS)],
+        "forged": [float(v) for v in np.percentile(d[~y], SPREAD_PERCENTS)],
+    }
+
+
+def share_at_most(spread: dict[str, list[float]], kind: str, distance: float) -> float:
+    """Fraction (0-1) of ``kind`` ("genuine" or "forged") pairs with a distance <= ``distance``, read off the percentiles."""
+    values, percent = np.asarray(spread[kind], float), np.asarray(spread["percent"], float)
+    return float(np.interp(distance, values, percent, left=0.0, right=100.0)) / 100.0

@@ -241,7 +241,7 @@ def _wire_pair(
                 chosen_image("query", query_upload, query_drawing, query_mode),
                 threshold,
             )
-        return (result, *verdict_outputs(result))
+        return (result, *verdict_outputs(result, verdict.spread))
 
     verify_inputs = [*reference.components, *query.components, verdict.threshold]
     verify_outputs = [analysis, banner, verdict.bar, verdict.reference_view, verdict.query_view, verdict.summary]
@@ -306,7 +306,7 @@ def _wire_pair(
         return step
 
     verdict.threshold.change(
-        rethreshold,
+        lambda pair, value: rethreshold(pair, value, verdict.spread),
         [analysis, verdict.threshold],
         [analysis, banner, verdict.bar, verdict.summary],
         api_visibility="private",

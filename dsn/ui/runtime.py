@@ -37,6 +37,7 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)  # flattened numbers from the checkpoint's metrics.json
     test_data: str = ""  # dataset folder name the "test" metrics were measured on
     structural_weight: float = 1.0
+    distance_spread: dict | None = None  # percentiles of val genuine / forged distances (metrics.json "val_distances")
 
     @property
     def max_distance(self) -> float:
@@ -122,8 +123,21 @@ def load_app_model(weights: str | None = None, device: torch.device | None = Non
         metrics=_flatten_numbers(measured),
         test_data=Path(str((measured.get("test_info") or {}).get("data") or "")).name,
         structural_weight=float(model.config.structural_weight),
+        distance_spread=spread_of(measured),
     )
     return model, info
+
+
+def spread_of(measured: dict) -> dict | None:
+    """The checkpoint's val distance percentiles when metrics.json has a usable set, else None."""
+    spread = measured.get("val_distances")
+    try:
+        keys = ("percent", "genuine", "forged")
+        if isinstance(spread, dict) and len({len(spread[k]) for k in keys}) == 1 and len(spread["percent"]) > 1:
+            return {k: [float(v) for v in spread[k]] for k in keys}
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
 
 
 def gpu(fn: F) -> F:

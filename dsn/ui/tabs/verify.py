@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
+from dsn.evaluation.metrics import share_at_most
 from dsn.inference import PairAnalysis
 from dsn.inspect.figures import distance_bar_figure
 from dsn.ui.guide import how_to_read
@@ -42,6 +43,7 @@ class VerdictView:
     reference_view: gr.Image
     query_view: gr.Image
     summary: gr.JSON
+    spread: dict | None = None  # the checkpoint's val distance percentiles, for the plain reading
 
 
 def threshold_slider(info: ModelInfo) -> gr.Slider:
@@ -72,7 +74,7 @@ def build_verdict_tab(info: ModelInfo) -> VerdictView:
         query_view = gr.Image(label="Query, as the model sees it", format="png", height=230, interactive=False)
     with gr.Accordion("All numbers (JSON, as returned by the /verify API)", open=False):
         summary = gr.JSON(label="summary", elem_id="verdict-json")
-    return VerdictView(threshold, bar, reference_view, query_view, summary)
+    return VerdictView(threshold, bar, reference_view, query_view, summary, info.distance_spread)
 
 
 def model_view(image: np.ndarray) -> np.ndarray:
@@ -80,17 +82,40 @@ def model_view(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(255.0 * np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
 
 
-def plain_reading(summary: dict) -> str:
-    """How close the call was, in words: the margin (threshold - distance) relative to the threshold."""
-    margin, threshold = summary["margin"], max(summary["threshold"], 1e-9)
-    share = abs(margin) / threshold
-    strength = "a close call" if share < 0.1 else "a moderate margin" if share < 0.3 else "a clear margin"
+def plain_reading(summary: dict, spread: dict | None = None) -> str:
+    """How close the call was, in words, honest about how often the model is wrong at such a distance.
+
+    With the checkpoint's val distance percentiles (``spread``), the distance is placed among
+    genuine and forged pairs: an acceptance is as strong as forgeries are rare at that distance,
+    a rejection as strong as genuine pairs are rare there. Without them, only the margin is said.
+    """
+    margin = summary["margin"]
     side = "below" if margin >= 0 else "above"
     decided = "accepted as the reference writer's" if margin >= 0 else "rejected"
-    return f"The distance is {abs(margin):.3f} {side} the threshold ({100 * share:.0f} % of it): {decided}, {strength}."
+    said = f"The distance is {abs(margin):.3f} {side} the threshold: {decided}."
+    if not spread:
+        return f"{said} This checkpoint carries no validation distances to say how often such a call is wrong."
+    distance = summary["distance"]
+    if margin >= 0:
+        share = share_at_most(spread, "forged", distance)  # forgeries at least this close
+        what = f"{100 * share:.0f} % of forgeries came this close"
+        strength = (
+            "forgeries rarely get this close" if share < 0.02 else "some forgeries get this close" if share < 0.1 else "weak evidence"
+        )
+    else:
+        share = 1.0 - share_at_most(spread, "genuine", distance)  # genuine pairs at least this far apart
+        what = f"{100 * share:.0f} % of genuine pairs were this far apart"
+        strength = (
+            "genuine pairs are rarely this far apart"
+            if share < 0.02
+            else "some genuine pairs are this far apart"
+            if share < 0.1
+            else "weak evidence"
+        )
+    return f"{said} On the validation writers, {what}: {strength}."
 
 
-def verdict_html(summary: dict) -> str:
+def verdict_html(summary: dict, spread: dict | None = None) -> str:
     """The always-visible verdict line above the views."""
     genuine = summary["verdict"] == "genuine"
     relation = "≤" if genuine else ">"
@@ -107,7 +132,7 @@ def verdict_html(summary: dict) -> str:
         f"distance <b>{summary['distance']:.3f}</b> {relation} threshold {summary['threshold']:.3f} · "
         f"global {summary['global_distance']:.3f} + {structural} {summary['weighted_structural_distance']:.3f} · "
         f"{summary['ink_tokens_reference']} / {summary['ink_tokens_query']} {patches} · {summary['seconds']:.2f} s"
-        f"<br><span class='dsn-reading' id='verdict-reading'>{plain_reading(summary)}</span>"
+        f"<br><span class='dsn-reading' id='verdict-reading'>{plain_reading(summary, spread)}</span>"
     )
     warning = " <span style='color:#c0392b;font-weight:700'>(untrained weights: meaningless)</span>" if summary["untrained"] else ""
     doubts = [f"{side}: {text}" for side, texts in summary.get("input_warnings", {}).items() for text in texts]
@@ -124,11 +149,11 @@ def verdict_html(summary: dict) -> str:
     )
 
 
-def verdict_outputs(analysis: PairAnalysis) -> tuple:
+def verdict_outputs(analysis: PairAnalysis, spread: dict | None = None) -> tuple:
     """(banner html, distance bar, reference model view, query model view, summary) for one analysis."""
     summary = analysis.summary()
     return (
-        verdict_html(summary),
+        verdict_html(summary, spread),
         distance_bar_figure(analysis),
         model_view(analysis.reference.image),
         model_view(analysis.query.image),
@@ -136,10 +161,10 @@ def verdict_outputs(analysis: PairAnalysis) -> tuple:
     )
 
 
-def rethreshold(analysis: PairAnalysis | None, threshold: float) -> tuple:
+def rethreshold(analysis: PairAnalysis | None, threshold: float, spread: dict | None = None) -> tuple:
     """Re-decide the stored pair at ``threshold``: (analysis, banner, bar, summary); no model call."""
     if analysis is None:
         return None, WAITING_HTML, None, None
     judged = analysis.with_threshold(threshold)
     summary = judged.summary()
-    return judged, verdict_html(summary), distance_bar_figure(judged), summary
+    return judged, verdict_html(summary, spread), distance_bar_figure(judged), summary
