@@ -93,7 +93,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def cached_embedding(model: object, images: list, batch_size: int, progress: bool) -> tuple:
     """Embeddings of ``images`` through the on-disk cache the app's explorer uses (a second run reads them back)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in notebooks ("IProgress not found")
 
     from dsn.evaluation.embedding_cache import EmbeddingCache
 

@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 @contextlib.contextmanager
 def _bar(description: str) -> Iterator[Callable[[float, str], None]]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in notebooks ("IProgress not found")
 
     with tqdm(total=100, desc=description, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", file=sys.stderr) as bar:
 

@@ -335,3 +335,9 @@ def test_the_first_hint_says_where_the_examples_are() -> None:
     from dsn.ui.tabs.verify import WAITING_HTML
 
     assert "under the <b>Verify</b> button" in WAITING_HTML and "below" not in WAITING_HTML
+
+
+def test_threshold_boxes_show_the_three_decimals_the_texts_quote() -> None:
+    from dsn.ui.inputs import dataset_threshold_slider
+
+    assert dataset_threshold_slider(0.46089, 0.001, "t", "t").value == 0.461

@@ -232,6 +232,8 @@ def test_export_writes_csv_json_and_html(mini_cedar, saved_model, tmp_path):
     assert "decision threshold 0.5000: a threshold chosen by the user" in page
     checkpoint = exploration.at_threshold(float(model.config.threshold)).result.metrics
     assert checkpoint["threshold_source"] == "checkpoint" and "chosen on validation writers" in checkpoint["threshold_note"]
+    shown = exploration.at_threshold(round(float(model.config.threshold), 3)).result  # what the slider's box sends back
+    assert shown.metrics["threshold_source"] == "checkpoint" and shown.threshold == float(model.config.threshold)
     # file names relative to the data root: no server path in any export
     with (tmp_path / "report" / "pairs.csv").open() as handle:
         first = next(csv.DictReader(handle))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in notebooks ("IProgress not found")
 
 from dsn.data.synth import GALLERY_WRITER_SEEDS, SyntheticWriter
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in notebooks ("IProgress not found")
 
 from dsn.data.dataset import ImageCache, Pair, SignatureImage, protocol_pairs, read_pairs_csv, split_images
 from dsn.evaluation.metrics import equal_error_rate, rates_at, summarize

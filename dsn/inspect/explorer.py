@@ -173,8 +173,10 @@ class Exploration:
 
     def at_threshold(self, threshold: float) -> Exploration:
         """The same distances decided at another threshold: metrics only, no model run."""
-        threshold = float(threshold)
-        source = "checkpoint" if threshold == self.result.info.get("checkpoint_threshold") else "given"
+        threshold, own = float(threshold), self.result.info.get("checkpoint_threshold")
+        if own is not None and round(threshold, 3) == round(float(own), 3):  # the slider shows 3 decimals
+            threshold = float(own)
+        source = "checkpoint" if threshold == own else "given"
         result = dataclasses.replace(self.result, threshold=threshold, metrics=pair_metrics(self.result.scores, threshold, source))
         return dataclasses.replace(self, result=result)
 

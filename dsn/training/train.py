@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in notebooks ("IProgress not found")
 
 from dsn.data.dataset import ImageCache, SignatureImage, protocol_pairs, split_images_of
 from dsn.data.pack import read_pack

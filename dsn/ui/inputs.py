@@ -137,4 +137,5 @@ def validate_pair(
 
 def dataset_threshold_slider(default: float, step: float, label: str, elem_id: str) -> gr.Slider:
     """A threshold slider over the distances a dataset or reference set can have (at least 0-2)."""
-    return gr.Slider(0.0, round(max(2.0, 3.0 * default), 2), value=default, step=step, label=label, elem_id=elem_id)
+    # the box shows the 3 decimals the texts quote (0.461, not 0.46089); a value sent back rounded still means the default
+    return gr.Slider(0.0, round(max(2.0, 3.0 * default), 2), value=round(default, 3), step=step, label=label, elem_id=elem_id)
