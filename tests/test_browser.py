@@ -231,3 +231,31 @@ def test_the_sanity_check_shows_its_estimate_and_step_by_step_progress(page: Pag
     assert re.search(r"sanity check \(one image, \d+ steps\): about \d+ s", estimate), estimate
     page.click("#sanity-run")
     page.wait_for_selector("text=/trained model: .* of 5 maps|step \\d+ of \\d+:/", timeout=120_000)
+
+
+def test_the_reference_set_shows_whole_thumbnails_and_one_clear_refusal(page: Page, tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    page.locator("#main-tabs").get_by_role("tab", name="Reference set", exact=True).click()
+    page.locator("#refset-references input[type=file]").set_input_files(
+        [str(examples / "writer1_reference.png"), str(examples / "writer2_reference.png")]
+    )
+    page.locator("#refset-query input[type=file]").set_input_files(str(examples / "writer1_genuine.png"))
+    page.click("#refset-compare")
+    page.wait_for_selector("#refset-gallery img", timeout=120_000)
+    fits = page.evaluate("() => [...document.querySelectorAll('#refset-gallery img')].map((i) => getComputedStyle(i).objectFit)")
+    assert fits and set(fits) == {"contain"}, fits
+    cut = page.evaluate(
+        "() => [...document.querySelectorAll('#refset-gallery .caption-label')].filter((c) => c.scrollWidth > c.clientWidth + 1).length"
+    )
+    assert cut == 0, f"{cut} captions are cut"
+    not_an_image = tmp_path / "x.png"
+    not_an_image.write_text("text")
+    page.locator("#refset-query button[aria-label='Remove Image']").click()
+    page.locator("#refset-query input[type=file]").set_input_files(str(not_an_image))
+    page.click("#refset-compare")
+    page.wait_for_selector("#refset-refused", timeout=60_000)
+    assert page.locator("#refset-gallery img").count() == 0, "the previous comparison stays beside the refusal"
+    errors = page.evaluate(
+        "() => [...document.querySelectorAll('#refset-gallery .error, #refset-table .error, #refset-correspondence .error')].length"
+    )
+    assert errors == 0, "'Error' shown on every output"

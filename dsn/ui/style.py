@@ -37,6 +37,7 @@ CSS = """
 .tab-container.visually-hidden button { font-size: 1px !important; padding: 0 !important; min-width: 0 !important; }
 .overflow-menu { display: none !important; }
 .table-wrap, .table-container { max-width: 100%; overflow-x: auto; }
+#refset-gallery .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
 @media (max-width: 600px) { .block:has(table) { max-width: calc(100vw - 24px); overflow-x: auto; } }  /* a wide table scrolls, not the page */
 #dsn-title h1 { margin-bottom: 0.1em; }
 #dsn-title p { margin-top: 0.2em; color: var(--body-text-color-subdued); }

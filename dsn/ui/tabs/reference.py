@@ -122,7 +122,11 @@ def build_reference_tab(context: AppContext) -> None:
             with gr.Column(scale=3, min_width=300):
                 decision = gr.HTML(elem_id="refset-decision")
                 gallery = gr.Gallery(
-                    label="The query and each reference (distance, accepted?)", columns=4, height="auto", elem_id="refset-gallery"
+                    label="The query and each reference (distance, accepted?)",
+                    columns=4,
+                    height="auto",
+                    object_fit="contain",  # whole signatures: "cover" cut them
+                    elem_id="refset-gallery",
                 )
                 table = gr.Dataframe(
                     headers=TABLE_COLUMNS,
@@ -179,9 +183,26 @@ def build_reference_tab(context: AppContext) -> None:
         reference = current.reference_paths[int(index) if index is not None else current.result.closest]
         return reference, current.query_path
 
-    compare.click(
-        run, [query, references, threshold], [state, decision, gallery, table, chosen, figure], api_visibility="private", **SLOW_LANE
+    def clear() -> tuple:
+        """Nothing of the previous comparison stays beside a new one, or beside a refusal."""
+        return (
+            None,
+            "<div class='dsn-verdict dsn-waiting' id='refset-pending'><span>Comparing…</span></div>",
+            [],
+            [],
+            gr.Dropdown(choices=[]),
+            None,
+        )
+
+    refused = (
+        "<div class='dsn-verdict dsn-refused' id='refset-refused'><span class='word'>No result</span>"
+        "<span class='facts'>the comparison was refused; the message says why.</span></div>"
     )
+    outputs = [state, decision, gallery, table, chosen, figure]
+    step = compare.click(clear, None, outputs, queue=False, api_visibility="private").then(
+        run, [query, references, threshold], outputs, api_visibility="private", show_progress_on=[decision], **SLOW_LANE
+    )
+    step.failure(lambda: refused, None, decision, queue=False, api_visibility="private")  # one message, not "Error" on every output
     threshold.input(
         rethreshold, [state, threshold], [state, decision, gallery, table], api_visibility="private", trigger_mode="always_last"
     )
