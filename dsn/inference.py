@@ -32,7 +32,7 @@ import torch
 from dsn import precision
 from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed, PreprocessError, preprocess
-from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
+from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification, accepts
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
 from dsn.model.matching import Transport
 from dsn.precision import PRECISIONS, cpu_has_bf16
@@ -263,8 +263,8 @@ def verification_record(v: Verification, index: int, threshold: float, threshold
     distance = float(v.distance[index])
     structural = float(v.structural_distance[index])
     return {
-        "verdict": "genuine" if distance <= threshold else "forged",
-        "accepted": distance <= threshold,
+        "verdict": "genuine" if accepts(distance, threshold) else "forged",
+        "accepted": bool(accepts(distance, threshold)),
         "distance": distance,
         "global_distance": float(v.global_distance[index]),
         "structural_distance": structural,

@@ -20,7 +20,7 @@ from dsn.data.dataset import ImageCache, Pair, SignatureImage, protocol_pairs, r
 from dsn.evaluation.metrics import equal_error_rate, rates_at, summarize
 from dsn.evaluation.scoring import EMBED_BATCH, PairScores, embed_cache, score_pairs
 from dsn.inference import load_verifier, precision_for, source_label
-from dsn.model.detailsemnet import DetailSemNet, Embedding
+from dsn.model.detailsemnet import DetailSemNet, Embedding, accepts
 from dsn.model.weights import WeightsError, default_weights
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -48,7 +48,7 @@ class EvaluationResult:
     @property
     def accepted(self) -> np.ndarray:
         """Pairs the checkpoint's threshold calls genuine (distance <= threshold)."""
-        return self.scores.distance <= self.threshold
+        return accepts(self.scores.distance, self.threshold)
 
     @property
     def correct(self) -> np.ndarray:
@@ -111,7 +111,7 @@ def pair_metrics(scores: PairScores, threshold: float, threshold_source: str = "
         metrics["eer_global_only"] = equal_error_rate(scores.global_distance, labels)[0]
         metrics["eer_structural_only"] = equal_error_rate(scores.structural_distance, labels)[0]
     else:
-        accepted = scores.distance <= threshold
+        accepted = accepts(scores.distance, threshold)
         metrics.update(
             {
                 "threshold": float(threshold),

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dsn.model.detailsemnet import accepts
+
 ArrayLike = Sequence[float] | np.ndarray
 
 
@@ -112,7 +114,7 @@ def roc_auc(distances: ArrayLike, labels: ArrayLike) -> float:
 def rates_at(distances: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, float | int]:
     """Counts and rates when accepting iff ``distance <= threshold``."""
     d, y = _validate(distances, labels)
-    accepted = d <= threshold
+    accepted = accepts(d, threshold)
     tp = int(np.sum(accepted & y))
     fp = int(np.sum(accepted & ~y))
     fn = int(np.sum(~accepted & y))

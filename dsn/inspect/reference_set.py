@@ -22,7 +22,7 @@ import numpy as np
 from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed
 from dsn.inference import PairAnalysis, compare, embed_many, is_untrained
-from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification
+from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification, accepts
 from dsn.model.matching import Transport
 
 MAX_REFERENCES = 32  # bounds memory and time of one request
@@ -62,7 +62,7 @@ class ReferenceSetResult:
         """Combined decision: accept as genuine iff the rule's distance <= threshold."""
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        return (self.mean_distance if rule == "mean" else self.min_distance) <= self.threshold
+        return bool(accepts(self.mean_distance if rule == "mean" else self.min_distance, self.threshold))
 
     def with_threshold(self, threshold: float) -> ReferenceSetResult:
         """The same distances decided at another threshold (no model run)."""
@@ -77,7 +77,7 @@ class ReferenceSetResult:
                 "distance": float(v.distance[i]),
                 "global_distance": float(v.global_distance[i]),
                 "structural_distance": float(v.structural_distance[i]),
-                "accepted": bool(v.distance[i] <= self.threshold),
+                "accepted": bool(accepts(v.distance[i], self.threshold)),
             }
             for i in range(len(self.references))
         ]

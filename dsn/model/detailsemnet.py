@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import timm
 import torch
@@ -23,6 +24,8 @@ from dsn.model.config import DetailSemNetConfig
 from dsn.model.ink import area_mean_ink_mask, token_ink_mask
 from dsn.model.matching import Transport, match_tokens
 from dsn.model.weights import fetch_from_hub, load_model, save_folder
+
+DistanceT = TypeVar("DistanceT")  # a float, a tensor or an array of distances
 
 
 @dataclass
@@ -70,7 +73,12 @@ class Verification:
         return self.transport.plan
 
     def is_genuine(self, threshold: float) -> torch.Tensor:
-        return self.distance <= threshold
+        return accepts(self.distance, threshold)
+
+
+def accepts(distance: DistanceT, threshold: float) -> DistanceT:
+    """The decision rule, the one place it is written: a pair is accepted as genuine iff distance <= threshold."""
+    return distance <= threshold
 
 
 def _plain_layout(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

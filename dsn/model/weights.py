@@ -15,16 +15,13 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
 from dsn.model.config import ConfigError
-
-if TYPE_CHECKING:
-    from dsn.model.detailsemnet import DetailSemNet
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -34,7 +31,9 @@ SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 DEFAULT_CHECKPOINT = "dsnet-tiny-joint4"
 
-ModelT = TypeVar("ModelT", bound="DetailSemNet")
+# any module with a ``config`` dataclass and ``from_config``-style construction (DetailSemNet): typed without
+# importing the model file, so weights I/O stays below the model, as timm keeps it out of model files
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 class WeightsError(RuntimeError):
@@ -53,7 +52,7 @@ def default_weights() -> str | None:
 SHA256_KEY = "weights_sha256"  # in config.json: the weights file's sha256, so a deleted sidecar cannot skip the check
 
 
-def save_folder(model: DetailSemNet, folder: str | Path) -> Path:
+def save_folder(model: torch.nn.Module, folder: str | Path) -> Path:
     """Weights first, then config.json naming their sha256, then the sidecar."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
