@@ -143,11 +143,13 @@ def is_untrained(model: DetailSemNet) -> bool:
     return getattr(model, "source", None) is None
 
 
-def source_label(model: DetailSemNet) -> str:
-    """The weights' public name: a Hub id as given, a local checkpoint by its folder name (never a server path)."""
-    if is_untrained(model):
+def source_label(weights: DetailSemNet | str | Path | None) -> str:
+    """The weights' public name, the one way every caller names them: a Hub id as given, a local checkpoint by
+    its folder name (never a server path). ``weights``: a loaded model, or its source (None: random weights)."""
+    source = getattr(weights, "source", None) if isinstance(weights, torch.nn.Module) else weights
+    if source is None:
         return UNTRAINED_SOURCE
-    source = str(model.source)
+    source = str(source)
     return source if source.startswith("hf://") else (Path(source).name or source)
 
 

@@ -176,16 +176,13 @@ def test_threshold_redecides_without_running_the_model() -> None:
 
 
 def test_header_names_the_checkpoint_without_the_servers_paths(tmp_path: Path) -> None:
+    from dsn.inference import source_label as label
     from dsn.model.weights import CHECKPOINTS_DIR
-    from dsn.ui.runtime import ModelInfo
 
-    def label(source: str | None) -> str:
-        return ModelInfo(source=source, device="cpu", backbone="dsnet_tiny", parameters=1, threshold=0.5).source_label
-
-    assert label(str(CHECKPOINTS_DIR / "dsnet-tiny-cedar")) == "checkpoints/dsnet-tiny-cedar"
+    assert label(str(CHECKPOINTS_DIR / "dsnet-tiny-cedar")) == "dsnet-tiny-cedar"
     assert label(str(tmp_path / "runs" / "mine")) == "mine"  # outside the project: the folder's name only
     assert label("hf://owner/repo@v1") == "hf://owner/repo@v1"
-    assert label(None) == "random initialisation"
+    assert label(None) == "random initialisation (untrained)"
 
 
 def test_header_quotes_the_checkpoints_headline_numbers() -> None:

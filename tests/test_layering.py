@@ -190,3 +190,14 @@ def test_the_accept_rule_is_written_once() -> None:
                 if "threshold" in text and "distance" in text:
                     written.append(f"{module_name(path)}: {text}")
     assert written == ["dsn.model.detailsemnet: distance <= threshold"], written
+
+
+def test_one_public_way_to_name_weights() -> None:
+    """One ``source_label`` in the package: two functions of one name gave visitors two different names."""
+    defined = [
+        module_name(path)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "source_label"
+    ]
+    assert defined == ["dsn.inference"], defined

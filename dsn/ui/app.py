@@ -19,6 +19,7 @@ import gradio as gr
 from gradio.events import Dependency
 
 from dsn.hub.modelcard import dataset_label
+from dsn.inference import source_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze, user_errors
@@ -64,7 +65,7 @@ def header_metrics(metrics: dict[str, float], test_data: str = "") -> str:
 
 def _header(info: ModelInfo) -> None:
     size = f"{info.parameters / 1e6:.1f} M parameters"
-    weights = "random initialisation" if info.untrained else f"`{info.source_label}`"
+    weights = "random initialisation" if info.untrained else f"`{source_label(info.source)}`"
     metrics = header_metrics(info.metrics, info.test_data)
     gr.Markdown(
         "# DetailSemNet Explorer\n"

@@ -20,7 +20,7 @@ from typing import TypeVar
 import torch
 
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.model.weights import CHECKPOINTS_DIR, default_weights
+from dsn.model.weights import default_weights
 
 F = TypeVar("F", bound=Callable)
 
@@ -47,17 +47,6 @@ class ModelInfo:
     @property
     def untrained(self) -> bool:
         return self.source is None
-
-    @property
-    def source_label(self) -> str:
-        """The source as visitors should read it: hf:// as is, a local folder without the server's own path."""
-        if self.source is None or self.source.startswith("hf://"):
-            return self.source or "random initialisation"
-        folder = Path(self.source).resolve()
-        for base in (CHECKPOINTS_DIR.parent, Path.cwd()):
-            if folder.is_relative_to(base):
-                return folder.relative_to(base).as_posix()
-        return folder.name
 
 
 def pick_device() -> torch.device:
