@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     try:
-        from dsn.ui.runtime import load_app_model
+        from dsn.ui.runtime import ModelInfo, pick_device
 
-        model, info = load_app_model(args.weights)
+        model = dsn.load(args.weights, device=pick_device())
+        info = ModelInfo.of(model)
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["DetailSemNet", "DetailSemNetConfig", "PairAnalysis", "analyze", "evaluate", "is_untrained", "load", "set_precision", "verify"]
 
 
-def load(source: str | Path | None = None) -> DetailSemNet:
+def load(source: str | Path | None = None, *, device: str | None = None, allow_untrained: bool = True) -> DetailSemNet:
     """Weights from a folder or ``hf://owner/repo[@revision]``; by default the embedded checkpoint
-    (``DSN_WEIGHTS`` overrides it), else a random model that :func:`is_untrained` reports."""
-    from dsn.inference import load_verifier
+    (``DSN_WEIGHTS`` overrides it), else a random model that :func:`is_untrained` reports
+    (``allow_untrained=False`` refuses that). See ``dsn.inference.load``."""
+    from dsn.inference import load as load_model
 
-    return load_verifier(None if source is None else str(source))
+    return load_model(source, device=device, allow_untrained=allow_untrained)
 
 
 def evaluate(

@@ -32,11 +32,11 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from dsn.data.preprocess import PreprocessError
-    from dsn.inference import is_untrained, load_verifier, source_label, verify
+    from dsn.inference import is_untrained, load, source_label, verify
     from dsn.model.weights import WeightsError
 
     try:
-        model = load_verifier(args.weights)
+        model = load(args.weights)
         result = verify(model, args.ref, args.query, args.threshold)
     except (PreprocessError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -113,10 +113,10 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
     import torch
 
-    from dsn.evaluation.evaluate import evaluate, format_summary, load_images_and_pairs, load_model_for_evaluation
+    from dsn.evaluation.evaluate import evaluate, format_summary, load_images_and_pairs
     from dsn.evaluation.multi_reference import format_multi_reference, multi_reference_metrics
     from dsn.evaluation.report import write_pair_rows, write_report
-    from dsn.inference import set_precision
+    from dsn.inference import is_untrained, load, set_precision
     from dsn.model.weights import WeightsError
 
     if args.threads:
@@ -124,7 +124,8 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     if args.precision:
         set_precision(args.precision)
     try:
-        model, trained = load_model_for_evaluation(args.weights, args.allow_untrained)
+        model = load(args.weights, allow_untrained=args.allow_untrained)
+        trained = not is_untrained(model)
         images, pairs = load_images_and_pairs(args.data, args.split, args.pairs)
         if not trained:
             print(UNTRAINED_WARNING, file=sys.stderr)

@@ -69,11 +69,11 @@ def _bar(description: str) -> Iterator[Callable[[float, str], None]]:
 def _load(args: argparse.Namespace) -> tuple:
     import torch
 
-    from dsn.inference import analyze_pair, load_verifier, source_label
+    from dsn.inference import analyze_pair, load, source_label
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_verifier(args.weights)
+    model = load(args.weights)
     analysis = analyze_pair(model, args.ref, args.query, threshold=args.threshold)
     return model, analysis, source_label(model)
 
@@ -191,12 +191,12 @@ def _dataset_frequency(args: argparse.Namespace) -> int:
     import torch
 
     from dsn.data.dataset import list_images, load_splits
-    from dsn.inference import load_verifier
+    from dsn.inference import load
     from dsn.inspect.frequency import evaluate_bands
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_verifier(args.weights)
+    model = load(args.weights)
     writers = None if args.split == "all" else sorted(load_splits(args.data)[args.split])
     images = list_images(args.data, writers=writers)
     with _bar(f"frequency bands, {Path(args.data).name} {args.split}") as progress:

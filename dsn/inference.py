@@ -153,19 +153,28 @@ def source_label(weights: DetailSemNet | str | Path | None) -> str:
     return source if source.startswith("hf://") else (Path(source).name or source)
 
 
-def load_verifier(weights: str | None) -> DetailSemNet:
-    """``weights`` (folder or hf://), else the embedded default, else random weights (see :func:`is_untrained`).
+def load(source: str | Path | None = None, *, device: str | torch.device | None = None, allow_untrained: bool = True) -> DetailSemNet:
+    """The one way to get a model ready to verify, for the API, the CLI, evaluation, the app and the tools.
 
-    Random weights keep the tools usable before a checkpoint exists; callers must
-    tell the user loudly that such a verdict means nothing.
+    ``source``: a checkpoint folder or ``hf://owner/repo[@revision]``; by default the embedded
+    checkpoint (``DSN_WEIGHTS`` overrides it). Without any, a random model (the same on every start)
+    that :func:`is_untrained` reports, so the tools stay usable before a checkpoint exists; callers
+    must say loudly that its verdicts mean nothing, and ``allow_untrained=False`` refuses it instead.
     """
-    from dsn.model.weights import default_weights
+    from dsn.model.weights import WeightsError, default_weights
 
-    source = weights or default_weights()
-    if source is None:
-        torch.manual_seed(0)  # the same meaningless model on every start, so outputs are reproducible
-        return DetailSemNet().eval()
-    return DetailSemNet.load(source).eval()
+    chosen = str(source) if source is not None else default_weights()
+    if chosen is None:
+        if not allow_untrained:
+            raise WeightsError(
+                "No weights given and no default checkpoint in checkpoints/. Pass --weights FOLDER|hf://owner/repo, "
+                "or --allow-untrained to use a randomly initialised model (meaningless numbers)."
+            )
+        torch.manual_seed(0)
+        model = DetailSemNet()
+    else:
+        model = DetailSemNet.load(chosen)
+    return (model.to(device) if device is not None else model).eval()
 
 
 # ----------------------------------------------------------------------------- one pair

@@ -162,11 +162,11 @@ def test_offline_hub_weights_fail_with_a_message_not_a_traceback() -> None:
 
 
 def test_threshold_redecides_without_running_the_model() -> None:
+    import dsn
     from dsn.inference import analyze_pair
-    from dsn.ui.runtime import load_app_model
     from dsn.ui.tabs.verify import rethreshold
 
-    model, _ = load_app_model()
+    model = dsn.load()
     analysis = analyze_pair(model, EXAMPLES / "writer2_reference.png", EXAMPLES / "writer2_genuine.png")
     judged, banner, bar, summary = rethreshold(analysis, 0.0)
     assert judged.verification is analysis.verification  # same tensors: nothing was recomputed

@@ -21,14 +21,13 @@ from dsn.evaluation.evaluate import (
     evaluate,
     format_summary,
     load_images_and_pairs,
-    load_model_for_evaluation,
     pair_metrics,
     per_writer_metrics,
 )
 from dsn.evaluation.metrics import equal_error_rate
 from dsn.evaluation.report import det_figure, distance_histogram, per_writer_table, roc_figure
 from dsn.evaluation.scoring import PairScores
-from dsn.inference import set_precision
+from dsn.inference import is_untrained, load, set_precision
 from dsn.model import weights
 from dsn.model.detailsemnet import DetailSemNet
 
@@ -145,8 +144,8 @@ def test_evaluate_pairs_csv_with_saved_weights(synth_dataset: Path, tiny_weights
     write_pairs_csv(csv_path, all_images, chosen, root=synth_dataset)
     images, pairs = load_images_and_pairs(synth_dataset, pairs_csv=csv_path)
 
-    model, trained = load_model_for_evaluation(str(tiny_weights))
-    assert trained
+    model = load(str(tiny_weights), allow_untrained=False)
+    assert not is_untrained(model)
     result = evaluate(model, images, pairs, progress=False, batch_size=3)
     assert result.threshold == pytest.approx(0.45)  # the checkpoint's own threshold
     rows = result.to_rows()

@@ -19,6 +19,7 @@ from dsn.cli import main
 from dsn.inspect.explorer import error_rows, explore
 from dsn.inspect.reference_set import verify_against_references
 from dsn.model.detailsemnet import DetailSemNet
+from dsn.model.weights import WeightsError
 from dsn.ui.compute import AnalysisCache
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -86,7 +87,6 @@ def test_precision_policy_is_checked() -> None:
 
 
 def test_a_random_model_is_reported_untrained_everywhere(synth_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from dsn.evaluation.evaluate import load_model_for_evaluation
     from dsn.model import weights
 
     monkeypatch.delenv("DSN_WEIGHTS", raising=False)
@@ -95,8 +95,10 @@ def test_a_random_model_is_reported_untrained_everywhere(synth_dataset: Path, tm
     assert dsn.is_untrained(model)
     reference, query = synth_dataset / "002" / "genuine" / "01.png", synth_dataset / "002" / "forged" / "01.png"
     assert dsn.verify(model, reference, query)["untrained"] is True
-    evaluation_model, trained = load_model_for_evaluation(None, allow_untrained=True)
-    assert not trained and dsn.is_untrained(evaluation_model)
+    evaluation_model = dsn.load(None, allow_untrained=True)
+    assert dsn.is_untrained(evaluation_model)
+    with pytest.raises(WeightsError, match="No weights given"):
+        dsn.load(None, allow_untrained=False)
     assert verify_against_references(evaluation_model, query, [reference]).untrained
     assert explore(evaluation_model, synth_dataset.name, [synth_dataset.parent], cache_dir=tmp_path / "c").result.info["untrained"]
     assert main(["verify", str(reference), str(query), "--json"]) == 0

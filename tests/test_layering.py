@@ -201,3 +201,17 @@ def test_one_public_way_to_name_weights() -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "source_label"
     ]
     assert defined == ["dsn.inference"], defined
+
+
+def test_one_public_way_to_load_a_model() -> None:
+    """``dsn.load`` (``dsn.inference.load``) is the loader: a second function that loads a model would drift from it."""
+    loaders = [
+        f"{module_name(path)}.{node.name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef)
+        and node.name.startswith("load")
+        and node.returns is not None
+        and "DetailSemNet" in ast.unparse(node.returns)
+    ]
+    assert loaders == ["dsn.load", "dsn.inference.load"], loaders

@@ -19,9 +19,8 @@ from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in not
 from dsn.data.dataset import ImageCache, Pair, SignatureImage, protocol_pairs, read_pairs_csv, split_images
 from dsn.evaluation.metrics import equal_error_rate, rates_at, summarize
 from dsn.evaluation.scoring import EMBED_BATCH, PairScores, embed_cache, score_pairs
-from dsn.inference import load_verifier, precision_for, source_label
+from dsn.inference import precision_for, source_label
 from dsn.model.detailsemnet import DetailSemNet, Embedding, accepts
-from dsn.model.weights import WeightsError, default_weights
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 THRESHOLD_NOTES = {
@@ -250,19 +249,6 @@ def load_images_and_pairs(
         raise ValueError("give a dataset folder (--data) or a pairs CSV (--pairs)")
     images = split_images(data, split)
     return images, protocol_pairs(images)
-
-
-def load_model_for_evaluation(weights: str | None, allow_untrained: bool = False) -> tuple[DetailSemNet, bool]:
-    """(model, trained): the given or default weights, or a random model only when explicitly allowed."""
-    source = weights or default_weights()
-    if source is not None:
-        return DetailSemNet.load(source), True
-    if not allow_untrained:
-        raise WeightsError(
-            "No weights given and no default checkpoint in checkpoints/. Pass --weights FOLDER|hf://owner/repo, "
-            "or --allow-untrained to evaluate a randomly initialised model (meaningless numbers)."
-        )
-    return load_verifier(None), False
 
 
 def _percent(value: float | None) -> str:

@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    from dsn.ui.runtime import load_app_model  # the app's own loading: same weights, device and fallbacks
+    from dsn.inference import load
+    from dsn.ui.runtime import ModelInfo, pick_device  # the app's own loading: same weights, device and fallbacks
 
-    model, info = load_app_model(args.weights)
+    model = load(args.weights, device=pick_device())
+    info = ModelInfo.of(model)
     reference, query = EXAMPLES / "writer1_reference.png", EXAMPLES / "writer1_genuine.png"
     print(f"model {info.backbone} ({info.parameters / 1e6:.1f} M parameters), weights: {info.source or 'random init (untrained)'}")
     print(f"device {info.device}, torch threads {torch.get_num_threads()}, pair {reference.name} / {query.name}", flush=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dsn.data.dataset import load_splits
-from dsn.inference import analyze_pair, load_verifier
+from dsn.inference import analyze_pair, load
 from dsn.inspect.attribution import METHODS, attribute
 from dsn.inspect.faithfulness import faithfulness
 from dsn.inspect.plan_check import plan_check
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every pair's numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_verifier(args.weights)
+    model = load(args.weights)
     writers = sorted(load_splits(args.data)[args.split])[: args.writers]
     pairs = []
     for writer in writers:

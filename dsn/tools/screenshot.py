@@ -45,9 +45,12 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(weights: str | None = None) -> Iterator[tuple[gr.Blocks, str]]:
     """The app, launched in this process on a free port: yields (demo, url); closes it afterwards."""
-    from dsn.ui import build_app, launch_options, load_app_model, prepare
+    from dsn.inference import load
+    from dsn.ui import build_app, launch_options, prepare
+    from dsn.ui.runtime import ModelInfo, pick_device
 
-    model, info = load_app_model(weights)
+    model = load(weights, device=pick_device())
+    info = ModelInfo.of(model)
     demo = prepare(build_app(model, info))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())

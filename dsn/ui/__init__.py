@@ -16,7 +16,6 @@ _EXPORTS = {
     "launch_options": "app",
     "prepare": "app",
     "ModelInfo": "runtime",
-    "load_app_model": "runtime",
 }
 __all__ = sorted(_EXPORTS)
 

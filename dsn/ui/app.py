@@ -130,15 +130,7 @@ def build_app(
     raises ``ValueError``); ``extra_tabs``: more builders, called after the built-in tabs.
     """
     tabs = [dataset_tab(data_roots, cache_dir), build_reference_tab, *extra_tabs]
-    if info is None:
-        info = ModelInfo(
-            getattr(model, "source", None),
-            str(next(model.parameters()).device),
-            model.config.backbone,
-            sum(p.numel() for p in model.parameters()),
-            float(model.config.threshold),
-            structural_weight=float(model.config.structural_weight),
-        )
+    info = info or ModelInfo.of(model)
     with gr.Blocks(title="DetailSemNet Explorer", analytics_enabled=False) as demo:
         _header(info)
         build_api(model)  # first, so that the public endpoint names (/verify, ...) are taken before any UI event's

@@ -1,8 +1,8 @@
-"""Where the app's model comes from and where it runs: weights, device, ZeroGPU.
+"""What the app says about its model and where the model runs: ``ModelInfo.of``, device, ZeroGPU.
 
-Kept apart from the layout so that ``app.py``, the benchmark and the tests
-load the model the same way, and so that the UI code never has to know
-whether it runs on a laptop CPU, a CUDA box or a Hugging Face ZeroGPU Space.
+The model itself comes from ``dsn.load``, like everywhere else; this module describes it
+for the header and keeps the UI code from having to know whether it runs on a laptop CPU,
+a CUDA box or a Hugging Face ZeroGPU Space.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import TypeVar
 import torch
 
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.model.weights import default_weights
 
 F = TypeVar("F", bound=Callable)
 
@@ -38,6 +37,23 @@ class ModelInfo:
     test_data: str = ""  # dataset folder name the "test" metrics were measured on
     structural_weight: float = 1.0
     distance_spread: dict | None = None  # percentiles of val genuine / forged distances (metrics.json "val_distances")
+
+    @classmethod
+    def of(cls, model: DetailSemNet) -> ModelInfo:
+        """The one description of a loaded model (from ``dsn.load``): where it came from, where it runs, what it measured."""
+        source = getattr(model, "source", None)
+        measured = read_checkpoint_metrics(str(source) if source is not None else None)
+        return cls(
+            source=str(source) if source is not None else None,
+            device=str(next(model.parameters()).device),
+            backbone=model.config.backbone,
+            parameters=sum(p.numel() for p in model.parameters()),
+            threshold=float(model.config.threshold),
+            metrics=_flatten_numbers(measured),
+            test_data=Path(str((measured.get("test_info") or {}).get("data") or "")).name,
+            structural_weight=float(model.config.structural_weight),
+            distance_spread=spread_of(measured),
+        )
 
     @property
     def max_distance(self) -> float:
@@ -85,36 +101,6 @@ def read_checkpoint_metrics(source: str | None) -> dict:
     except (json.JSONDecodeError, OSError):
         return {}
     return content if isinstance(content, dict) else {}
-
-
-def load_app_model(weights: str | None = None, device: torch.device | None = None) -> tuple[DetailSemNet, ModelInfo]:
-    """The model the app serves: ``weights`` (folder or hf://), else DSN_WEIGHTS / the embedded checkpoint.
-
-    Without any checkpoint the model is randomly initialised, and ``info.untrained``
-    makes the UI say so loudly. Raises ``dsn.model.weights.WeightsError`` when a named
-    source cannot be used (e.g. offline and not cached).
-    """
-    source = weights or default_weights()
-    if source:
-        model = DetailSemNet.load(source)
-    else:
-        torch.manual_seed(0)  # the same meaningless model on every start, so screenshots are reproducible
-        model = DetailSemNet()
-    device = device or pick_device()
-    model = model.to(device).eval()
-    measured = read_checkpoint_metrics(str(source) if source else None)
-    info = ModelInfo(
-        source=str(source) if source else None,
-        device=str(device),
-        backbone=model.config.backbone,
-        parameters=sum(p.numel() for p in model.parameters()),
-        threshold=float(model.config.threshold),
-        metrics=_flatten_numbers(measured),
-        test_data=Path(str((measured.get("test_info") or {}).get("data") or "")).name,
-        structural_weight=float(model.config.structural_weight),
-        distance_spread=spread_of(measured),
-    )
-    return model, info
 
 
 def spread_of(measured: dict) -> dict | None:
