@@ -22,7 +22,7 @@ from dsn.hub.modelcard import dataset_label
 from dsn.inference import source_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
-from dsn.ui.compute import analyze, user_errors
+from dsn.ui.compute import analyze_releasing_memory, user_errors
 from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
 from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, missing_input, signature_input, validate_pair
 from dsn.ui.jobs import JOBS, session_of
@@ -228,7 +228,7 @@ def _wire_pair(
         threshold: float,
     ) -> tuple:
         with user_errors():
-            result = analyze(
+            result = analyze_releasing_memory(
                 model,
                 chosen_image("reference", ref_upload, ref_drawing, ref_mode),
                 chosen_image("query", query_upload, query_drawing, query_mode),

@@ -37,8 +37,8 @@ def user_errors() -> Iterator[None]:
 
 
 @gpu
-def analyze(model: DetailSemNet, reference: object, query: object, threshold: float | None = None) -> PairAnalysis:
-    """Preprocess + one backbone pass over both images (see ``dsn.inspect.analysis.analyze_pair``)."""
+def analyze_releasing_memory(model: DetailSemNet, reference: object, query: object, threshold: float | None = None) -> PairAnalysis:
+    """Preprocess + one backbone pass over both images (``dsn.inference.analyze_pair``), then frees what the run held."""
     try:
         return analyze_pair(model, reference, query, threshold=threshold)
     finally:
@@ -101,7 +101,7 @@ class AnalysisCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        result = analyze(model, reference, query)
+        result = analyze_releasing_memory(model, reference, query)
         with self._lock:
             self._items[key] = result
             total = sum(item.nbytes for item in self._items.values())
