@@ -81,7 +81,7 @@ def _load(args: argparse.Namespace) -> tuple:
 def _new_report(model: object, analysis: object, weights: str, args: argparse.Namespace):
     from pathlib import Path
 
-    from dsn.inspect.pair_report import PairReport, model_description
+    from dsn.checks.pair_report import PairReport, model_description
 
     names = {"reference": Path(args.ref).name, "query": Path(args.query).name}
     return PairReport(analysis, dict(model_description(model, analysis.threshold_source, weights)), names)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.report:
-        from dsn.inspect.pair_report import write_pair_report
+        from dsn.checks.pair_report import write_pair_report
 
         for path in write_pair_report(report, args.report).values():
             print(f"wrote {path}", file=sys.stderr)
@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sanity(model, analysis, report, args) -> dict:
-    from dsn.inspect.check_figures import sanity_figure
-    from dsn.inspect.sanity import sanity_check
+    from dsn.checks.figures import sanity_figure
+    from dsn.checks.sanity import sanity_check
 
     with _bar("sanity check") as progress:
         check = sanity_check(model, analysis, args.side, args.target, METHODS, args.steps, progress)
@@ -124,9 +124,9 @@ def _sanity(model, analysis, report, args) -> dict:
 
 
 def _faithfulness(model, analysis, report, args) -> dict:
+    from dsn.checks.faithfulness import faithfulness
+    from dsn.checks.figures import faithfulness_figure
     from dsn.inspect.attribution import attribute
-    from dsn.inspect.check_figures import faithfulness_figure
-    from dsn.inspect.faithfulness import faithfulness
 
     with _bar("faithfulness") as progress:
         maps = {}
@@ -141,8 +141,8 @@ def _faithfulness(model, analysis, report, args) -> dict:
 
 
 def _plan(model, analysis, report, args) -> dict:
-    from dsn.inspect.check_figures import plan_check_figure
-    from dsn.inspect.plan_check import plan_check
+    from dsn.checks.figures import plan_check_figure
+    from dsn.checks.plan_check import plan_check
 
     check = plan_check(model, analysis)
     report.add("Is the correspondence view honest?", plan_check_figure(check), check.to_dict(), key="plan_check")
@@ -150,8 +150,8 @@ def _plan(model, analysis, report, args) -> dict:
 
 
 def _pair_frequency(model, analysis, report, args) -> dict:
-    from dsn.inspect.check_figures import band_figure
-    from dsn.inspect.frequency import band_effects
+    from dsn.checks.figures import band_figure
+    from dsn.checks.frequency import band_effects
 
     rows = band_effects(model, analysis)
     report.add("The frequency experiment", band_figure(rows, analysis.threshold), rows, key="frequency")
@@ -159,8 +159,8 @@ def _pair_frequency(model, analysis, report, args) -> dict:
 
 
 def _everything(model, analysis, report, args) -> dict:
-    from dsn.inspect.check_figures import grid_figure
-    from dsn.inspect.explanation_grid import explanation_grid
+    from dsn.checks.explanation_grid import explanation_grid
+    from dsn.checks.figures import grid_figure
     from dsn.inspect.figures import correspondence_figure, distance_bar_figure
 
     report.add("Verdict", distance_bar_figure(analysis))
@@ -190,9 +190,9 @@ def _dataset_frequency(args: argparse.Namespace) -> int:
 
     import torch
 
+    from dsn.checks.frequency import evaluate_bands
     from dsn.data.dataset import list_images, load_splits
     from dsn.inference import load
-    from dsn.inspect.frequency import evaluate_bands
 
     if args.threads:
         torch.set_num_threads(args.threads)

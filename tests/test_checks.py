@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import EXAMPLES
 
+from dsn.checks.explanation_grid import explanation_grid
+from dsn.checks.faithfulness import faithfulness, random_orders
+from dsn.checks.figures import grid_figure, sanity_figure
+from dsn.checks.frequency import BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, filter_image, radial_frequency
+from dsn.checks.plan_check import plan_check, structural_after_erasing
+from dsn.checks.sanity import cascade, sanity_check
 from dsn.inference import PairAnalysis, analyze_pair
 from dsn.inspect.attribution import attribute, distance_function
-from dsn.inspect.check_figures import grid_figure, sanity_figure
-from dsn.inspect.explanation_grid import explanation_grid
-from dsn.inspect.faithfulness import faithfulness, random_orders
-from dsn.inspect.frequency import BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, filter_image, radial_frequency
-from dsn.inspect.plan_check import plan_check, structural_after_erasing
-from dsn.inspect.sanity import cascade, sanity_check
 from dsn.model.detailsemnet import DetailSemNet
 
 CEDAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cedar"

@@ -17,7 +17,7 @@ import torch
 
 from dsn.data.dataset import list_images, protocol_pairs
 from dsn.evaluation.evaluate import evaluate
-from dsn.inspect.explorer import (
+from dsn.evaluation.explorer import (
     allowed_roots,
     error_rows,
     explore,
@@ -245,7 +245,7 @@ def test_export_writes_csv_json_and_html(mini_cedar, saved_model, tmp_path):
 
 
 def test_the_default_dataset_is_the_smallest(tmp_path: Path) -> None:
-    from dsn.inspect.explorer import smallest_dataset
+    from dsn.evaluation.explorer import smallest_dataset
 
     for name, files in (("big", 5), ("small", 2), ("also-small", 2)):
         folder = tmp_path / name / "001" / "genuine"

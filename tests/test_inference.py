@@ -16,7 +16,7 @@ from conftest import EXAMPLES
 import dsn
 from dsn import inference
 from dsn.cli import main
-from dsn.inspect.explorer import error_rows, explore
+from dsn.evaluation.explorer import error_rows, explore
 from dsn.inspect.reference_set import verify_against_references
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.model.weights import WeightsError

@@ -2,8 +2,8 @@
 
 The layers (lowest first) are the ones the README's "Architecture" section draws. A
 module may import its own package's modules and any module of a lower layer; imports
-under ``if TYPE_CHECKING:`` are annotations only and are not counted. Function-level
-imports count: a lazy import is still a dependency.
+under ``if TYPE_CHECKING:`` are annotations only and do not count for layers (the cycle
+check counts them). Function-level imports count: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ LAYERS = [
     ["dsn.inference", "dsn.hub"],
     ["dsn.evaluation"],
     ["dsn.training", "dsn.inspect"],
+    ["dsn.checks"],  # checks of the explanations the per-pair views show
     ["dsn.ui"],
     ["dsn.tools"],  # benchmarks and screenshots drive the app
     ["dsn"],  # the public API (dsn/__init__.py), the command line (dsn.cli) and ``python -m dsn``

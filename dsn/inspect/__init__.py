@@ -1,1 +1,4 @@
-"""Looking inside a decision: pair analyses, attributions, figures, reference sets, the dataset explorer."""
+"""Looking inside one decision: the pair analysis, attributions, figures and panels, reference sets, the embedding map.
+
+Checks of these explanations live in ``dsn.checks``; the dataset explorer's backend in ``dsn.evaluation.explorer``.
+"""

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
+from dsn.checks.explanation_grid import explanation_grid
+from dsn.checks.faithfulness import faithfulness
+from dsn.checks.frequency import band_effects
+from dsn.checks.plan_check import plan_check
+from dsn.checks.sanity import sanity_check
 from dsn.inference import analyze_pair
 from dsn.inspect.attribution import METHODS, attribute
-from dsn.inspect.explanation_grid import explanation_grid
-from dsn.inspect.faithfulness import faithfulness
 from dsn.inspect.figures import correspondence_figure
-from dsn.inspect.frequency import band_effects
-from dsn.inspect.plan_check import plan_check
-from dsn.inspect.sanity import sanity_check
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsn.checks.faithfulness import faithfulness
+from dsn.checks.plan_check import plan_check
+from dsn.checks.sanity import sanity_check
 from dsn.data.dataset import load_splits
 from dsn.inference import analyze_pair, load
 from dsn.inspect.attribution import METHODS, attribute
-from dsn.inspect.faithfulness import faithfulness
-from dsn.inspect.plan_check import plan_check
-from dsn.inspect.sanity import sanity_check
 
 
 def main(argv: list[str] | None = None) -> int:

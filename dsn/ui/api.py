@@ -18,13 +18,13 @@ import cv2
 import gradio as gr
 import numpy as np
 
+from dsn.checks.faithfulness import faithfulness
+from dsn.checks.frequency import band_effects
+from dsn.checks.plan_check import plan_check
+from dsn.checks.sanity import sanity_check
 from dsn.inference import PairAnalysis, check_side
 from dsn.inspect.analysis import dsi_stats, match_list
 from dsn.inspect.attribution import LABELS, MAX_STEPS, METHODS, TARGETS, Attribution
-from dsn.inspect.faithfulness import faithfulness
-from dsn.inspect.frequency import band_effects
-from dsn.inspect.plan_check import plan_check
-from dsn.inspect.sanity import sanity_check
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from dsn.checks.explanation_grid import ExplanationGrid, explanation_grid
+from dsn.checks.faithfulness import Faithfulness, faithfulness
+from dsn.checks.figures import band_figure, faithfulness_figure, grid_figure, plan_check_figure, sanity_figure
+from dsn.checks.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, band_effects
+from dsn.checks.pair_report import PairReport, model_description, write_pair_report
+from dsn.checks.plan_check import PlanCheck, plan_check
+from dsn.checks.sanity import SanityCheck, cascade, sanity_check
 from dsn.inference import PairAnalysis, is_untrained, source_label
 from dsn.inspect.attribution import LABELS, METHODS, Attribution
-from dsn.inspect.check_figures import band_figure, faithfulness_figure, grid_figure, plan_check_figure, sanity_figure
-from dsn.inspect.explanation_grid import ExplanationGrid, explanation_grid
-from dsn.inspect.faithfulness import Faithfulness, faithfulness
 from dsn.inspect.figures import attribution_figure, correspondence_figure, distance_bar_figure, dsi_figure
-from dsn.inspect.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, band_effects
-from dsn.inspect.pair_report import PairReport, model_description, write_pair_report
-from dsn.inspect.plan_check import PlanCheck, plan_check
-from dsn.inspect.sanity import SanityCheck, cascade, sanity_check
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
 from dsn.ui.guide import how_to_read

@@ -1,7 +1,7 @@
 """The "Dataset explorer" tab: evaluate a dataset split in the app and look at its errors.
 
 Datasets come only from the dropdown of folders found under the allowed
-roots (``--data-root``); ``dsn.inspect.explorer`` enforces that on the server side,
+roots (``--data-root``); ``dsn.evaluation.explorer`` enforces that on the server side,
 so a crafted request cannot name another folder. The evaluation's per-pair
 distances stay in a ``gr.State``: the threshold slider re-decides metrics,
 curves, error list and per-writer table from them without running the model.
@@ -21,8 +21,7 @@ import gradio as gr
 
 from dsn.data.dataset import SPLITS
 from dsn.data.preprocess import read_image
-from dsn.evaluation.report import metrics_table_html
-from dsn.inspect.explorer import (
+from dsn.evaluation.explorer import (
     Exploration,
     allowed_roots,
     error_rows,
@@ -34,13 +33,14 @@ from dsn.inspect.explorer import (
     smallest_dataset,
     writer_rows,
 )
+from dsn.evaluation.report import metrics_table_html
 from dsn.inspect.panels import png_source
 from dsn.ui.compute import user_errors
 from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext, PairContext, TabBuilder
 from dsn.ui.guide import how_to_read
 from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.jobs import Job, run_job
-from dsn.ui.tabs.dataset_extras import build_dataset_extras
+from dsn.ui.tabs.dataset_research import build_research_views
 
 TAB_ID = "dataset"
 THUMB_HEIGHT = 40
@@ -291,5 +291,5 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
     )
     for table in error_tables.values():
         context.pair.open_pair_on(table.select, open_selected, [state])
-    build_dataset_extras(context, roots, dataset, split, writer_limit, cache_dir)
+    build_research_views(context, roots, dataset, split, writer_limit, cache_dir)
     export.click(prepare_files, [state, png], [files, export_note], api_visibility="private")

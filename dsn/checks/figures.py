@@ -7,15 +7,15 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from dsn.checks.explanation_grid import ExplanationGrid
+from dsn.checks.faithfulness import Faithfulness
+from dsn.checks.frequency import BAND_LABELS
+from dsn.checks.plan_check import PlanCheck
+from dsn.checks.sanity import SanityCheck
 from dsn.inference import SIDES, PairAnalysis
 from dsn.inspect.attribution import LABELS
-from dsn.inspect.explanation_grid import ExplanationGrid
-from dsn.inspect.faithfulness import Faithfulness
 from dsn.inspect.figures import FONT, _finish, _image_axes
-from dsn.inspect.frequency import BAND_LABELS
 from dsn.inspect.panels import png_source
-from dsn.inspect.plan_check import PlanCheck
-from dsn.inspect.sanity import SanityCheck
 
 SHORT_LABELS = {"integrated_gradients": "IG", "gradient_shap": "SHAP", "layer_gradcam": "Grad-CAM"}
 METHOD_COLOURS = {

@@ -15,12 +15,12 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from dsn.checks.figures import band_eer_figure
+from dsn.checks.frequency import evaluate_bands
 from dsn.data.dataset import SignatureImage
 from dsn.evaluation.embedding_cache import EmbeddingCache
-from dsn.inspect.check_figures import band_eer_figure
+from dsn.evaluation.explorer import allowed_roots, resolve_dataset, select_images
 from dsn.inspect.embedding_map import embedding_map_figure, project
-from dsn.inspect.explorer import allowed_roots, resolve_dataset, select_images
-from dsn.inspect.frequency import evaluate_bands
 from dsn.ui.compute import user_errors
 from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext, PairContext
 from dsn.ui.jobs import Job, run_job
@@ -49,7 +49,7 @@ def band_rows(metrics: dict[str, dict]) -> list[list]:
     ]
 
 
-def build_dataset_extras(
+def build_research_views(
     context: AppContext, roots: Sequence[Path], dataset: gr.Dropdown, split: gr.Radio, limit: gr.Number, cache_dir: str | Path | None
 ) -> None:
     """Add both views below the explorer; call inside its tab."""
