@@ -24,7 +24,7 @@ from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze_releasing_memory, user_errors
 from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
-from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_image, missing_input, signature_input, validate_pair
+from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_pair, missing_input, pair_sides, signature_input, validate_pair
 from dsn.ui.jobs import JOBS, session_of
 from dsn.ui.runtime import ModelInfo, release_memory
 from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
@@ -218,22 +218,10 @@ def _wire_pair(
 ) -> Callable:
     """Connect the controls that need no model run, and return the chain that verifies a pair."""
 
-    def verify_pair_ui(
-        ref_upload: str | None,
-        ref_drawing: dict | None,
-        ref_mode: str,
-        query_upload: str | None,
-        query_drawing: dict | None,
-        query_mode: str,
-        threshold: float,
-    ) -> tuple:
+    def verify_pair_ui(*values: object) -> tuple:
+        """(both sides' upload, drawing, mode; threshold) -> the analysis and the verdict view."""
         with user_errors():
-            result = analyze_releasing_memory(
-                model,
-                chosen_image("reference", ref_upload, ref_drawing, ref_mode),
-                chosen_image("query", query_upload, query_drawing, query_mode),
-                threshold,
-            )
+            result = analyze_releasing_memory(model, *chosen_pair(values), values[-1])
         return (result, *verdict_outputs(result, verdict.spread))
 
     verify_inputs = [*reference.components, *query.components, verdict.threshold]
@@ -248,7 +236,7 @@ def _wire_pair(
 
     def clear_stale(*values: object) -> tuple:
         """Before a pair is verified, nothing of the previous pair stays on screen (a refusal must not sit beside an old verdict)."""
-        problems = [missing_input(name, *values[3 * k : 3 * k + 3]) for k, name in enumerate(("reference", "query"))]
+        problems = [missing_input(name, *side) for name, side in pair_sides(values)]
         problem = next((p for p in problems if p), None)
         banner_html = refused_html(html.escape(problem)) if problem else PENDING_HTML
         method, attribution_steps, check_steps = values[-3:]

@@ -8,6 +8,7 @@ that is darker than its paper.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gradio as gr
@@ -115,24 +116,27 @@ def missing_input(name: str, upload: str | None, drawing: dict | None, mode: str
     return None
 
 
-def validate_pair(
-    ref_upload: str | None,
-    ref_drawing: dict | None,
-    ref_mode: str,
-    query_upload: str | None,
-    query_drawing: dict | None,
-    query_mode: str,
-    *rest: object,
-) -> list:
-    """Gradio validator of a verify event: a missing image gets a message at its input, and the views keep what they show."""
+SIDE_VALUES = 3  # (upload, drawing, mode): one side's values, in ``SignatureInput.components`` order
+
+
+def pair_sides(values: Sequence[object]) -> list[tuple[str, tuple]]:
+    """(name, (upload, drawing, mode)) of both sides from a pair event's values: reference inputs first, then query's."""
+    return [(name, tuple(values[SIDE_VALUES * k : SIDE_VALUES * (k + 1)])) for k, name in enumerate(("reference", "query"))]
+
+
+def chosen_pair(values: Sequence[object]) -> tuple:
+    """The reference and query images a pair event's values choose (see ``chosen_image``)."""
+    reference, query = (chosen_image(name, *side) for name, side in pair_sides(values))
+    return reference, query
+
+
+def validate_pair(*values: object) -> list:
+    """Gradio validator of a verify event: a missing or unreadable image gets a message at its input."""
     checks = []
-    for name, upload, drawing, mode in (
-        ("reference", ref_upload, ref_drawing, ref_mode),
-        ("query", query_upload, query_drawing, query_mode),
-    ):
-        problem = missing_input(name, upload, drawing, mode)
-        checks += [gr.validate(problem is None, problem or "")] * 3
-    return checks + [gr.validate(True, "")] * len(rest)
+    for name, side in pair_sides(values):
+        problem = missing_input(name, *side)
+        checks += [gr.validate(problem is None, problem or "")] * SIDE_VALUES
+    return checks + [gr.validate(True, "")] * (len(values) - 2 * SIDE_VALUES)
 
 
 def dataset_threshold_slider(default: float, step: float, label: str, elem_id: str) -> gr.Slider:
