@@ -338,3 +338,10 @@ def test_threshold_boxes_show_the_three_decimals_the_texts_quote() -> None:
     from dsn.ui.inputs import dataset_threshold_slider
 
     assert dataset_threshold_slider(0.46089, 0.001, "t", "t").value == 0.461
+
+
+def test_reports_name_the_files_the_visitor_gave() -> None:
+    from dsn.ui.inputs import input_names
+
+    values = ["/tmp/gradio/abc/my signature.png", None, UPLOAD, None, {"composite": None}, DRAW, 0.4]
+    assert input_names(values) == {"reference": "my signature.png", "query": "drawn on the Draw pad"}

@@ -307,7 +307,7 @@ def _wire_pair(
     )
     detail.block.input(detail_tab.render, [analysis, detail.stage, detail.block], [detail.dsi, detail.frequency], api_visibility="private")
     attributions.wire(model, analysis)
-    wire_checks(checks, model, analysis, attributions.result)
+    wire_checks(checks, model, analysis, attributions.result, [*reference.components, *query.components])
     return verify_on
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -128,6 +129,14 @@ def chosen_pair(values: Sequence[object]) -> tuple:
     """The reference and query images a pair event's values choose (see ``chosen_image``)."""
     reference, query = (chosen_image(name, *side) for name, side in pair_sides(values))
     return reference, query
+
+
+def input_names(values: Sequence[object]) -> dict[str, str]:
+    """What each side was, for reports: the uploaded file's name, or that it was drawn on the pad."""
+    names = {}
+    for name, (upload, _, mode) in pair_sides(values):
+        names[name] = "drawn on the Draw pad" if mode == DRAW else Path(str(upload)).name if upload else name
+    return names
 
 
 def validate_pair(*values: object) -> list:

@@ -25,6 +25,7 @@ from dsn.inspect.figures import attribution_figure, correspondence_figure, dista
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
 from dsn.ui.guide import how_to_read
+from dsn.ui.inputs import input_names
 from dsn.ui.jobs import Job, run_job
 from dsn.ui.tabs.attribution import estimate_seconds, record_cost
 
@@ -180,8 +181,9 @@ def _band_text(rows: list[dict], band: str) -> str:
     )
 
 
-def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attribution: gr.State) -> None:
-    """Connect the buttons; ``attribution`` is the Attributions tab's last map (for the report)."""
+def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attribution: gr.State, pair_inputs: list) -> None:
+    """Connect the buttons; ``attribution`` is the Attributions tab's last map, ``pair_inputs`` the two signature
+    inputs' components (the report names the files the visitor gave)."""
     view.model = model
 
     async def grid(pair, store, target, steps, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
@@ -247,9 +249,9 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
             store.bands = band_effects(model, pair)
         return store, _band_text(store.bands, band), band_figure(store.bands, pair.threshold)
 
-    def report(pair, store, last: Attribution | None) -> list[str]:
+    def report(pair, store, last: Attribution | None, *side_values: object) -> list[str]:
         pair = _need(pair)
-        names = {"reference": "reference", "query": "query"}
+        names = input_names(side_values)
         out = PairReport(pair, dict(model_description(model, pair.threshold_source, source_label(model))), names)
         out.add("Verdict", distance_bar_figure(pair))
         out.add("Patch correspondences", correspondence_figure(pair), None)
@@ -282,5 +284,5 @@ def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attri
     )
     view.plan_run.click(plan, [analysis, view.store], [view.store, view.plan, view.plan_text], **private, **SLOW_LANE)
     view.band.input(frequency, [analysis, view.store, view.band], [view.store, view.band_text, view.bands], **private, **FAST_LANE)
-    view.report_run.click(report, [analysis, view.store, attribution], view.report_files, **private, **SLOW_LANE)
+    view.report_run.click(report, [analysis, view.store, attribution, *pair_inputs], view.report_files, **private, **SLOW_LANE)
     view.steps.change(lambda pair, steps: estimate_text(model, pair, steps), [analysis, view.steps], view.estimate, **private)
