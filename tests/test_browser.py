@@ -259,3 +259,16 @@ def test_the_reference_set_shows_whole_thumbnails_and_one_clear_refusal(page: Pa
         "() => [...document.querySelectorAll('#refset-gallery .error, #refset-table .error, #refset-correspondence .error')].length"
     )
     assert errors == 0, "'Error' shown on every output"
+
+
+def test_a_new_reference_upload_replaces_the_set(page: Page) -> None:
+    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    page.locator("#main-tabs").get_by_role("tab", name="Reference set", exact=True).click()
+    files = page.locator("#refset-references input[type=file]")
+    files.set_input_files([str(examples / "writer1_reference.png"), str(examples / "writer2_reference.png")])
+    page.wait_for_function("() => document.querySelector('#refset-references').innerText.includes('writer2_reference')")
+    files.set_input_files([str(examples / "writer3_reference.png")])
+    page.wait_for_function("() => document.querySelector('#refset-references').innerText.includes('writer3_reference')")
+    page.wait_for_timeout(1500)  # the replacing update follows the upload
+    listed = page.locator("#refset-references").inner_text()
+    assert "writer3_reference" in listed and "writer1_reference" not in listed and "writer2_reference" not in listed, listed

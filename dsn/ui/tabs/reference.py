@@ -207,4 +207,15 @@ def build_reference_tab(context: AppContext) -> None:
         rethreshold, [state, threshold], [state, decision, gallery, table], api_visibility="private", trigger_mode="always_last"
     )
     chosen.input(show, [state, chosen], figure, api_visibility="private")
+
+    # A new upload replaces the set (Gradio appends it to the files already there): references are one writer's.
+    uploaded_before = gr.State([])
+
+    def keep_new_upload(value: list | None, before: list) -> tuple:
+        paths = [str(getattr(f, "name", f)) for f in (value or [])]
+        new = [p for p in paths if p not in before] or paths
+        return new, new
+
+    references.upload(keep_new_upload, [references, uploaded_before], [references, uploaded_before], queue=False, api_visibility="private")
+    references.clear(lambda: [], None, uploaded_before, queue=False, api_visibility="private")
     context.pair.open_pair_on(open_pair.click, chosen_pair, [state, chosen])
