@@ -272,3 +272,16 @@ def test_a_new_reference_upload_replaces_the_set(page: Page) -> None:
     page.wait_for_timeout(1500)  # the replacing update follows the upload
     listed = page.locator("#refset-references").inner_text()
     assert "writer3_reference" in listed and "writer1_reference" not in listed and "writer2_reference" not in listed, listed
+
+
+def test_a_slow_action_says_how_long_the_visitor_waited(page: Page) -> None:
+    """Besides the server's compute time, the answer states the wall time from the press (queue and transfer included)."""
+    open_example(page)
+    page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
+    page.locator("#attr-method").click()
+    page.get_by_role("option", name="Saliency").click()
+    page.click("#attr-run")
+    page.wait_for_function("() => document.querySelector('#attr-stats').innerText.includes('you waited')", timeout=120_000)
+    text = page.locator("#attr-stats").inner_text()
+    took, waited = (float(x) for x in re.search(r"took ([0-9.]+) s.* you waited ([0-9.]+) s", text, re.S).groups())
+    assert waited >= took - 0.05, text  # the wait includes the computation

@@ -10,6 +10,8 @@ In Gradio 6 css/theme/js are arguments of ``launch()``; see ``launch_options``.
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 CORRESPONDENCE_PLOT_ID = "correspondence-plot"
@@ -143,6 +145,41 @@ PHONE_LAYOUT_JS = f"""
   }});
 """
 
+# Slow actions: the button, and the text its answer writes. The browser measures the wait from the press to the
+# answer (queue, computation and transfer), which is what the visitor lived through; the server can only time its part.
+TIMED_ACTIONS = {
+    "attr-run": "attr-stats",
+    "grid-run": "grid-estimate",
+    "sanity-run": "sanity-text",
+    "faith-run": "faith-text",
+    "plan-run": "plan-text",
+    "refset-compare": "refset-decision",
+    "dataset-evaluate": "dataset-status",
+}
+WAITED_JS = f"""
+  const timedActions = {json.dumps(TIMED_ACTIONS)};
+  const pressed = {{}};
+  // the answer's own text: the rendered Markdown or HTML inside the block, not the block's status timer
+  const answerBox = (id) => ['.prose', '.md', '.html-container'].map((c) => document.querySelector('#' + id + ' ' + c)).find(Boolean);
+  const answerText = (id) => ((answerBox(id) || {{innerText: ''}}).innerText || '').replace(/ · you waited .*$/s, '');
+  document.addEventListener('click', (event) => {{
+    const button = event.target.closest && event.target.closest('button');
+    if (button && timedActions[button.id]) pressed[timedActions[button.id]] = [performance.now(), answerText(timedActions[button.id])];
+    if (button && button.id === 'verify-button') for (const key of Object.keys(pressed)) delete pressed[key];
+  }}, true);
+  const showWaits = () => {{
+    for (const [id, [start, before]] of Object.entries(pressed)) {{
+      const box = answerBox(id);
+      if (!box || box.querySelector('.dsn-waited') || answerText(id) === before || !answerText(id).trim()) continue;
+      const waited = document.createElement('span');
+      waited.className = 'dsn-waited';
+      waited.textContent = ` · you waited ${{((performance.now() - start) / 1000).toFixed(1)}} s (from the press: queue, computation and transfer)`;
+      box.appendChild(waited);
+      delete pressed[id];
+    }}
+  }};
+"""
+
 # Runs once on page load. A MutationObserver re-attaches the listener whenever
 # Gradio re-renders the figure into a new element. Plotly reports the nearest
 # point, which may be the end of a match line lying exactly on a patch marker,
@@ -150,6 +187,7 @@ PHONE_LAYOUT_JS = f"""
 CLICK_JS = f"""
 () => {{
 {PHONE_LAYOUT_JS}
+{WAITED_JS}
   const patchAt = (gd, x, y) => {{
     for (const trace of (gd._fullData || gd.data || [])) {{
       const name = trace.name || '';
@@ -191,7 +229,7 @@ CLICK_JS = f"""
       }});
     }});
   }};
-  new MutationObserver(() => {{ attach(); attachMap(); phoneAll(); }}).observe(document.body, {{ childList: true, subtree: true }});
+  new MutationObserver(() => {{ attach(); attachMap(); phoneAll(); showWaits(); }}).observe(document.body, {{ childList: true, subtree: true }});
   attach();
   attachMap();
   phoneAll();
