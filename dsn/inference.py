@@ -34,7 +34,7 @@ from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed, PreprocessError, preprocess
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification, accepts
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
-from dsn.model.matching import Transport
+from dsn.model.tensors import map_tensors, to_cpu_float
 from dsn.precision import PRECISIONS, cpu_has_bf16
 
 UNTRAINED_SOURCE = "random initialisation (untrained)"
@@ -71,10 +71,6 @@ def autocast(device: torch.device, bulk: bool = False) -> contextlib.AbstractCon
     return precision.autocast(device, precision_for(device, bulk))
 
 
-def _cpu(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to("cpu", torch.float32) if t.is_floating_point() else t.detach().to("cpu")
-
-
 # ----------------------------------------------------------------------------- embedding and scoring
 @torch.inference_mode()
 def embed(
@@ -92,7 +88,7 @@ def embed(
     for first in range(0, len(pixels), batch_size):
         with autocast(device, bulk):
             part = model.embed(pixels[first : first + batch_size].to(device))
-        parts.append(Embedding(_cpu(part.global_feature), _cpu(part.tokens), part.ink_mask.cpu(), part.grid))
+        parts.append(map_tensors(part, to_cpu_float))
         if on_batch is not None:
             on_batch(min(first + batch_size, len(pixels)), len(pixels))
     return Embedding.cat(parts)
@@ -104,22 +100,10 @@ def compare(model: DetailSemNet, reference: Embedding, query: Embedding) -> Veri
     model.eval()
     device = next(model.parameters()).device
 
-    def there(e: Embedding) -> Embedding:
-        return Embedding(e.global_feature.to(device, torch.float32), e.tokens.to(device, torch.float32), e.ink_mask.to(device), e.grid)
-
-    v = model.compare(there(reference), there(query))
+    v = model.compare(reference.to(device, torch.float32), query.to(device, torch.float32))
     if not torch.isfinite(v.distance).all():
         raise ValueError("the model produced a non-finite distance (NaN or infinity): its weights or the input are broken")
-    return Verification(
-        distance=_cpu(v.distance),
-        global_distance=_cpu(v.global_distance),
-        structural_distance=_cpu(v.structural_distance),
-        structural_weight=v.structural_weight,
-        transport=Transport(**{name: _cpu(value) for name, value in vars(v.transport).items()}),
-        mask_ref=v.mask_ref.cpu(),
-        mask_query=v.mask_query.cpu(),
-        grid=v.grid,
-    )
+    return v.cpu()
 
 
 def load_input(model: DetailSemNet, source: object, label: str | None = None) -> Preprocessed:
@@ -313,10 +297,7 @@ def check_side(side: str) -> str:
 
 
 def _split_maps(maps: list[DSIMaps], item: int) -> list[DSIMaps]:
-    fields = ("semantic_input", "detail_input", "detail_conv", "salient_conv", "semantics_attend")
-    return [
-        DSIMaps(m.stage, m.block, m.pool_size, **{f: getattr(m, f)[item : item + 1].detach().cpu().float() for f in fields}) for m in maps
-    ]
+    return [map_tensors(m, lambda t: to_cpu_float(t[item : item + 1])) for m in maps]
 
 
 def analyze_pair(

@@ -245,3 +245,23 @@ def test_nan_weights_and_absurdly_nested_configs_are_refused(saved: Path, tmp_pa
     (folder / CONFIG_NAME).write_text("[" * 100_000)
     with pytest.raises(WeightsError, match="nested too deeply"):
         DetailSemNet.load(folder)
+
+
+def test_results_move_and_split_themselves_with_every_field() -> None:
+    """``map_tensors`` reaches every tensor of a result, nested transport included, and keeps the plain fields."""
+    from dsn.model.tensors import map_tensors
+
+    torch.manual_seed(0)
+    model = DetailSemNet().eval()
+    with torch.no_grad():
+        both = model.embed(torch.rand(4, 1, 224, 224))
+        v = model.compare(both[:2], both[2:])
+    second = v[1]
+    assert second.grid == v.grid and second.structural_weight == v.structural_weight
+    assert torch.equal(second.distance, v.distance[1:2]) and torch.equal(second.transport.plan, v.transport.plan[1:2])
+    assert torch.equal(v[-1].mask_query, v.mask_query[-1:])
+    halves = map_tensors(v, lambda t: t.half() if t.is_floating_point() else t)
+    assert halves.transport.cost.dtype == torch.float16 and halves.mask_ref.dtype == torch.bool
+    assert v.cpu().transport.cost.dtype == torch.float32
+    moved = both.to("cpu", torch.float64)
+    assert moved.tokens.dtype == torch.float64 and moved.ink_mask.dtype == torch.bool and moved.grid == both.grid

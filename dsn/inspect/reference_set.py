@@ -22,8 +22,8 @@ import numpy as np
 from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed
 from dsn.inference import PairAnalysis, compare, embed_many, is_untrained
-from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification, accepts
-from dsn.model.matching import Transport
+from dsn.model.detailsemnet import DetailSemNet, Verification, accepts
+from dsn.model.tensors import map_tensors
 
 MAX_REFERENCES = 32  # bounds memory and time of one request
 RULES = ("mean", "min")
@@ -106,29 +106,13 @@ class ReferenceSetResult:
         return PairAnalysis(
             reference=self.references[index],
             query=self.query,
-            verification=_select(self.verification, index),
+            verification=self.verification[index],
             threshold=self.threshold,
             maps_ref=[],
             maps_query=[],
             seconds=self.seconds,
             untrained=self.untrained,
         )
-
-
-def _select(v: Verification, index: int) -> Verification:
-    """Batch item ``index`` of a verification, kept as a batch of one."""
-    items = slice(index, index + 1)
-    transport = Transport(**{name: value[items] for name, value in vars(v.transport).items()})
-    return Verification(
-        distance=v.distance[items],
-        global_distance=v.global_distance[items],
-        structural_distance=v.structural_distance[items],
-        structural_weight=v.structural_weight,
-        transport=transport,
-        mask_ref=v.mask_ref[items],
-        mask_query=v.mask_query[items],
-        grid=v.grid,
-    )
 
 
 def _name(source: object, fallback: str) -> str:
@@ -163,7 +147,7 @@ def verify_against_references(
     inputs, embedded = embed_many(model, [query, *references], batch_size=batch_size, labels=labels)
     n = len(references)
     q = embedded[0]
-    query_rows = Embedding(q.global_feature.expand(n, -1), q.tokens.expand(n, -1, -1), q.ink_mask.expand(n, -1), q.grid)
+    query_rows = map_tensors(q, lambda t: t.expand(n, *t.shape[1:]))
     verification = compare(model, embedded[1:], query_rows)
     return ReferenceSetResult(
         query=inputs[0],

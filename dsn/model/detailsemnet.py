@@ -23,6 +23,7 @@ from dsn.model import official as _official  # noqa: F401  (registers dsnet_offi
 from dsn.model.config import DetailSemNetConfig
 from dsn.model.ink import area_mean_ink_mask, token_ink_mask
 from dsn.model.matching import Transport, match_tokens
+from dsn.model.tensors import batch_item, map_tensors, to_cpu_float
 from dsn.model.weights import fetch_from_hub, load_model, save_folder
 
 DistanceT = TypeVar("DistanceT")  # a float, a tensor or an array of distances
@@ -42,8 +43,12 @@ class Embedding:
 
     def __getitem__(self, index: torch.Tensor | slice | int) -> Embedding:
         if isinstance(index, int):
-            index = slice(index, index + 1 or None)  # -1 -> slice(-1, None), not the empty slice(-1, 0)
-        return Embedding(self.global_feature[index], self.tokens[index], self.ink_mask[index], self.grid)
+            return map_tensors(self, batch_item(index))
+        return map_tensors(self, lambda t: t[index])
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Embedding:
+        """On ``device``; ``dtype`` applies to the floating-point fields only (the ink mask stays bool)."""
+        return map_tensors(self, lambda t: t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device))
 
     @staticmethod
     def cat(parts: list[Embedding]) -> Embedding:
@@ -74,6 +79,14 @@ class Verification:
 
     def is_genuine(self, threshold: float) -> torch.Tensor:
         return accepts(self.distance, threshold)
+
+    def __getitem__(self, index: int) -> Verification:
+        """Pair ``index`` of the batch, kept as a batch of one (transport included)."""
+        return map_tensors(self, batch_item(index))
+
+    def cpu(self) -> Verification:
+        """Detached on the CPU, floating point as float32."""
+        return map_tensors(self, to_cpu_float)
 
 
 def accepts(distance: DistanceT, threshold: float) -> DistanceT:
