@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsn.inference import PairAnalysis, is_untrained, set_precision, verify
+from dsn.inference import PairAnalysis, is_untrained, verify
 from dsn.inference import analyze_pair as analyze
 from dsn.model import DetailSemNet, DetailSemNetConfig
+from dsn.precision import set_precision
 
 if TYPE_CHECKING:
     from dsn.evaluation.evaluate import EvaluationResult

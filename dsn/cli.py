@@ -116,8 +116,9 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from dsn.evaluation.evaluate import evaluate, format_summary, load_images_and_pairs
     from dsn.evaluation.multi_reference import format_multi_reference, multi_reference_metrics
     from dsn.evaluation.report import write_pair_rows, write_report
-    from dsn.inference import is_untrained, load, set_precision
+    from dsn.inference import is_untrained, load
     from dsn.model.weights import WeightsError
+    from dsn.precision import set_precision
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,8 +194,8 @@ def run_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
     from dsn.evaluation.calibrate import calibrate
-    from dsn.inference import set_precision
     from dsn.model.weights import WeightsError
+    from dsn.precision import set_precision
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,14 +2,11 @@
 
 The CLI, the app's views and JSON API, reference sets, dataset evaluation and the
 explorer all embed through :func:`embed` and score through :func:`compare`, so a pair
-gets the same distance wherever it is shown. Here, and only here, is decided:
-
-- **precision**: under ``"auto"`` the backbone runs under bf16 autocast on CUDA; on a CPU with
-  native bf16 (AMX / AVX512-BF16) *bulk* embedding (datasets: evaluation, calibration, the
-  explorer) runs in bf16 too, while a single pair and attributions stay float32, where bf16 does
-  not pay; :func:`set_precision` (or ``DSN_PRECISION``) forces one for every path at once.
-  The matching always runs in float32: Sinkhorn at a small epsilon needs it. Attributions differentiate the model in float32 whatever the policy.
-- **where results live**: on the CPU, in float32, ready for numpy and JSON.
+gets the same distance wherever it is shown. The backbone's number format follows the one
+inference policy of ``dsn.precision`` (``precision_for``: bf16 for datasets on bf16 CPUs and on
+CUDA, float32 for a single pair; ``set_precision`` or ``DSN_PRECISION`` force one); the matching
+always runs in float32 (Sinkhorn at a small epsilon needs it), and results live on the CPU in
+float32, ready for numpy and JSON. Attributions differentiate the model in float32 whatever the policy.
 
 A verification is reported with one schema (:meth:`PairAnalysis.summary`):
 ``margin = threshold - distance``, so a positive margin means accepted as genuine.
@@ -20,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,46 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsn import precision
 from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed, PreprocessError, preprocess
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification, accepts
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
-from dsn.model.tensors import map_tensors, to_cpu_float
-from dsn.precision import PRECISIONS, cpu_has_bf16
+from dsn.model.tensors import array_bytes, map_tensors, to_cpu_float
+from dsn.precision import inference_autocast
 
 UNTRAINED_SOURCE = "random initialisation (untrained)"
 SIDES = ("reference", "query")
-_precision = os.environ.get("DSN_PRECISION", "auto")
-
-
-# ----------------------------------------------------------------------------- precision policy
-def set_precision(value: str) -> None:
-    """Backbone precision of every inference path: ``auto`` (bf16 on CUDA and for datasets on bf16 CPUs), ``fp32`` or ``bf16``."""
-    global _precision
-    if value not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
-    _precision = value
-
-
-def precision_for(device: torch.device, bulk: bool = False) -> str:
-    """``fp32`` or ``bf16``: what the backbone runs in on ``device`` under the current policy.
-
-    ``bulk``: embedding a dataset. On this project's AMX CPU bf16 embedded 1.0-1.8x faster for
-    ``dsnet_tiny`` and 2.3-2.9x for ``dsnet_official``, and moved the default's test EERs by
-    0.004-0.02 points on the offline sets and 0.11 on cross-media (README, "Python API").
-    """
-    if _precision not in PRECISIONS:
-        raise ValueError(f"DSN_PRECISION must be one of {PRECISIONS}, got {_precision!r}")
-    if _precision == "auto":
-        if device.type == "cuda":
-            return "bf16"
-        return "bf16" if bulk and cpu_has_bf16() else "fp32"
-    return _precision
-
-
-def autocast(device: torch.device, bulk: bool = False) -> contextlib.AbstractContextManager:
-    return precision.autocast(device, precision_for(device, bulk))
 
 
 # ----------------------------------------------------------------------------- embedding and scoring
@@ -86,7 +51,7 @@ def embed(
     batch_size = batch_size or max(1, len(pixels))
     parts = []
     for first in range(0, len(pixels), batch_size):
-        with autocast(device, bulk):
+        with inference_autocast(device, bulk):
             part = model.embed(pixels[first : first + batch_size].to(device))
         parts.append(map_tensors(part, to_cpu_float))
         if on_batch is not None:
@@ -162,29 +127,6 @@ def load(source: str | Path | None = None, *, device: str | torch.device | None 
 
 
 # ----------------------------------------------------------------------------- one pair
-def array_bytes(value: object) -> int:
-    """Bytes held by the tensors and arrays inside ``value`` (dataclasses, lists, tuples, dicts), each counted once."""
-    seen: set[int] = set()
-
-    def walk(item: object) -> int:
-        if id(item) in seen:
-            return 0
-        seen.add(id(item))
-        if isinstance(item, torch.Tensor):
-            return item.element_size() * item.nelement()
-        if isinstance(item, np.ndarray):
-            return item.nbytes
-        if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            return sum(walk(getattr(item, f.name)) for f in dataclasses.fields(item))
-        if isinstance(item, (list, tuple)):
-            return sum(walk(x) for x in item)
-        if isinstance(item, dict):
-            return sum(walk(x) for x in item.values())
-        return 0
-
-    return walk(value)
-
-
 @dataclass
 class PairAnalysis:
     """A verified pair (batch of one) with the DSI maps of both images."""

@@ -12,9 +12,9 @@ from dsn.data.dataset import split_images
 from dsn.evaluation.evaluate import evaluate, load_images_and_pairs
 from dsn.hub.modelcard import check_model_card
 from dsn.hub.publish import check_checkpoint
-from dsn.inference import set_precision
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.model.weights import DEFAULT_CHECKPOINT
+from dsn.precision import set_precision
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"

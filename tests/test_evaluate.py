@@ -27,9 +27,10 @@ from dsn.evaluation.evaluate import (
 from dsn.evaluation.metrics import equal_error_rate
 from dsn.evaluation.report import det_figure, distance_histogram, per_writer_table, roc_figure
 from dsn.evaluation.scoring import PairScores
-from dsn.inference import is_untrained, load, set_precision
+from dsn.inference import is_untrained, load
 from dsn.model import weights
 from dsn.model.detailsemnet import DetailSemNet
+from dsn.precision import set_precision
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")

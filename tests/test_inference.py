@@ -14,7 +14,7 @@ import torch
 from conftest import EXAMPLES
 
 import dsn
-from dsn import inference
+from dsn import inference, precision
 from dsn.cli import main
 from dsn.evaluation.explorer import error_rows, explore
 from dsn.inspect.reference_set import verify_against_references
@@ -52,11 +52,11 @@ def distances_of_every_path(weights: Path, dataset: Path, tmp_path: Path, capsys
 
 
 def test_every_path_gives_the_same_distance(saved: Path, synth_dataset: Path, tmp_path: Path, capsys) -> None:
-    inference.set_precision("fp32")
+    precision.set_precision("fp32")
     try:
         found = distances_of_every_path(saved, synth_dataset, tmp_path / "fp32", capsys)
     finally:
-        inference.set_precision("auto")
+        precision.set_precision("auto")
     assert max(found.values()) - min(found.values()) <= 1e-5, found
     # under "auto", dataset paths (the explorer) may run in bf16 on a CPU with AMX: close, not equal
     auto = distances_of_every_path(saved, synth_dataset, tmp_path / "auto", capsys)
@@ -66,12 +66,12 @@ def test_every_path_gives_the_same_distance(saved: Path, synth_dataset: Path, tm
 
 def test_a_forced_bf16_policy_reaches_every_path(saved: Path, synth_dataset: Path, tmp_path: Path, capsys) -> None:
     fp32 = distances_of_every_path(saved, synth_dataset, tmp_path / "fp32", capsys)["cli"]
-    inference.set_precision("bf16")
+    precision.set_precision("bf16")
     try:
-        assert inference.precision_for(torch.device("cpu")) == "bf16"
+        assert precision.precision_for(torch.device("cpu")) == "bf16"
         found = distances_of_every_path(saved, synth_dataset, tmp_path / "bf16", capsys)
     finally:
-        inference.set_precision("auto")
+        precision.set_precision("auto")
     assert max(found.values()) - min(found.values()) <= 1e-5, found
     assert all(abs(d - fp32) > 1e-6 for d in found.values()), f"bf16 must change every path's distance: {found} vs fp32 {fp32}"
 
@@ -79,11 +79,11 @@ def test_a_forced_bf16_policy_reaches_every_path(saved: Path, synth_dataset: Pat
 def test_precision_policy_is_checked() -> None:
     from dsn.precision import cpu_has_bf16
 
-    assert inference.precision_for(torch.device("cpu")) == "fp32", "a single pair on a CPU stays float32"
-    assert inference.precision_for(torch.device("cpu"), bulk=True) == ("bf16" if cpu_has_bf16() else "fp32")
-    assert inference.precision_for(torch.device("cuda")) == "bf16"
+    assert precision.precision_for(torch.device("cpu")) == "fp32", "a single pair on a CPU stays float32"
+    assert precision.precision_for(torch.device("cpu"), bulk=True) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert precision.precision_for(torch.device("cuda")) == "bf16"
     with pytest.raises(ValueError, match="precision"):
-        inference.set_precision("fp8")
+        precision.set_precision("fp8")
 
 
 def test_a_random_model_is_reported_untrained_everywhere(synth_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -35,12 +35,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dsn import inference
 from dsn.data import preprocess as preprocess_module
 from dsn.data.dataset import ImageCache, SignatureImage
 from dsn.evaluation.scoring import EMBED_BATCH, embed_cache
 from dsn.model import backbone, config, detailsemnet, dsi, ink, official
 from dsn.model.detailsemnet import DetailSemNet, Embedding
+from dsn.precision import precision_for
 
 try:  # POSIX only; on Windows writes stay atomic but concurrent merges may drop rows
     import fcntl
@@ -242,7 +242,7 @@ class EmbeddingCache:
 
     def shard_path(self, model: DetailSemNet, images: Sequence[SignatureImage]) -> Path:
         """``<cache>/<weights+code+precision hash>/<dataset folder>-<size>-<path hash>.safetensors``."""
-        precision = inference.precision_for(next(model.parameters()).device, bulk=True)
+        precision = precision_for(next(model.parameters()).device, bulk=True)
         suffix = "" if precision == "fp32" else f"|{precision}"  # fp32 keys as before: existing caches stay valid
         model_key = hashlib.sha256(f"{weights_hash(model)}|{pipeline_hash()}{suffix}".encode()).hexdigest()[:24]
         folders = sorted({str(Path(image.path).resolve().parent.parent.parent) for image in images})

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -28,6 +29,29 @@ def map_tensors(value: T, fn: Callable[[torch.Tensor], torch.Tensor]) -> T:
     if isinstance(value, dict):
         return {key: map_tensors(item, fn) for key, item in value.items()}
     return value
+
+
+def array_bytes(value: object) -> int:
+    """Bytes held by the tensors and arrays inside ``value`` (dataclasses, lists, tuples, dicts), each counted once."""
+    seen: set[int] = set()
+
+    def walk(item: object) -> int:
+        if id(item) in seen:
+            return 0
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            return item.element_size() * item.nelement()
+        if isinstance(item, np.ndarray):
+            return item.nbytes
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return sum(walk(getattr(item, f.name)) for f in dataclasses.fields(item))
+        if isinstance(item, (list, tuple)):
+            return sum(walk(x) for x in item)
+        if isinstance(item, dict):
+            return sum(walk(x) for x in item.values())
+        return 0
+
+    return walk(value)
 
 
 def to_cpu_float(t: torch.Tensor) -> torch.Tensor:
