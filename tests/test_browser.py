@@ -22,6 +22,7 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) is not installed")
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 VIEWS = [
     ("Verdict", "distance-plot"),
@@ -51,14 +52,19 @@ def page(browser_session: tuple[Browser, str]) -> Iterator[Page]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def choose_attribution(page: Page, method: str) -> None:
+    """Open the Attributions view and pick ``method`` (its label in the dropdown)."""
+    page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
+    page.locator("#attr-method").click()
+    page.get_by_role("option", name=method).click()
+
+
 def test_example_pair_renders_every_view(page: Page) -> None:
     open_example(page, "writer 1: forgery")
     assert page.locator("#verdict-banner .word").inner_text() in ("Genuine", "Forged")
     for tab, plot in VIEWS:
         if plot is None:
-            page.locator("#view-tabs").get_by_role("tab", name=tab).click()
-            page.locator("#attr-method").click()
-            page.get_by_role("option", name="Saliency").click()
+            choose_attribution(page, "Saliency")
             page.click("#attr-run")
             plot = "attr-plot"
         show_view(page, tab, plot)
@@ -72,9 +78,7 @@ def test_example_pair_renders_every_view(page: Page) -> None:
 
 def test_integrated_gradients_reports_time_and_convergence(page: Page) -> None:
     open_example(page)
-    page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
-    page.locator("#attr-method").click()
-    page.get_by_role("option", name="Integrated Gradients").click()
+    choose_attribution(page, "Integrated Gradients")
     page.wait_for_function("() => document.querySelector('#attr-info').innerText.includes('heavy')")
     steps = page.locator("#attr-steps input[type=number]")
     steps.fill("4")
@@ -185,9 +189,7 @@ def test_closing_the_tab_stops_its_attribution(browser_session: tuple[Browser, s
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(url)
     open_example(page)
-    page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
-    page.locator("#attr-method").click()
-    page.get_by_role("option", name="Integrated Gradients").click()
+    choose_attribution(page, "Integrated Gradients")
     steps = page.locator("#attr-steps input[type=number]")
     steps.fill("128")
     steps.press("Enter")
@@ -234,12 +236,11 @@ def test_the_sanity_check_shows_its_estimate_and_step_by_step_progress(page: Pag
 
 
 def test_the_reference_set_shows_whole_thumbnails_and_one_clear_refusal(page: Page, tmp_path: Path) -> None:
-    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
     page.locator("#main-tabs").get_by_role("tab", name="Reference set", exact=True).click()
     page.locator("#refset-references input[type=file]").set_input_files(
-        [str(examples / "writer1_reference.png"), str(examples / "writer2_reference.png")]
+        [str(EXAMPLES / "writer1_reference.png"), str(EXAMPLES / "writer2_reference.png")]
     )
-    page.locator("#refset-query input[type=file]").set_input_files(str(examples / "writer1_genuine.png"))
+    page.locator("#refset-query input[type=file]").set_input_files(str(EXAMPLES / "writer1_genuine.png"))
     page.click("#refset-compare")
     page.wait_for_selector("#refset-gallery img", timeout=120_000)
     fits = page.evaluate("() => [...document.querySelectorAll('#refset-gallery img')].map((i) => getComputedStyle(i).objectFit)")
@@ -262,12 +263,11 @@ def test_the_reference_set_shows_whole_thumbnails_and_one_clear_refusal(page: Pa
 
 
 def test_a_new_reference_upload_replaces_the_set(page: Page) -> None:
-    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
     page.locator("#main-tabs").get_by_role("tab", name="Reference set", exact=True).click()
     files = page.locator("#refset-references input[type=file]")
-    files.set_input_files([str(examples / "writer1_reference.png"), str(examples / "writer2_reference.png")])
+    files.set_input_files([str(EXAMPLES / "writer1_reference.png"), str(EXAMPLES / "writer2_reference.png")])
     page.wait_for_function("() => document.querySelector('#refset-references').innerText.includes('writer2_reference')")
-    files.set_input_files([str(examples / "writer3_reference.png")])
+    files.set_input_files([str(EXAMPLES / "writer3_reference.png")])
     page.wait_for_function("() => document.querySelector('#refset-references').innerText.includes('writer3_reference')")
     page.wait_for_timeout(1500)  # the replacing update follows the upload
     listed = page.locator("#refset-references").inner_text()
@@ -277,9 +277,7 @@ def test_a_new_reference_upload_replaces_the_set(page: Page) -> None:
 def test_a_slow_action_says_how_long_the_visitor_waited(page: Page) -> None:
     """Besides the server's compute time, the answer states the wall time from the press (queue and transfer included)."""
     open_example(page)
-    page.locator("#view-tabs").get_by_role("tab", name="Attributions").click()
-    page.locator("#attr-method").click()
-    page.get_by_role("option", name="Saliency").click()
+    choose_attribution(page, "Saliency")
     page.click("#attr-run")
     page.wait_for_function("() => document.querySelector('#attr-stats').innerText.includes('you waited')", timeout=120_000)
     text = page.locator("#attr-stats").inner_text()
