@@ -18,7 +18,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from dsn.tools.screenshot import serve  # noqa: E402
-from dsn.ui.app import example_pairs  # noqa: E402
+from dsn.ui.examples import example_pairs  # noqa: E402
 from dsn.ui.inputs import DRAW, UPLOAD, blank_canvas, chosen_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,8 +141,9 @@ def test_drawing_pad_input_is_checked_before_the_model() -> None:
 
 def test_examples_are_labelled_pairs() -> None:
     rows, labels = example_pairs(EXAMPLES)
-    assert len(rows) == len(labels) >= 2
-    assert {label.split(": ")[1] for label in labels} == {"genuine pair", "forgery"}
+    assert len(rows) == len(labels) == 8
+    assert labels[:2] == ["writer 1: genuine pair", "writer 1: forgery"]
+    assert labels[-2:] == ["paper vs phone: same person", "paper vs phone: another person"]
     assert all(Path(p).is_file() for row in rows for p in row)
 
 

@@ -63,6 +63,9 @@ def test_after_an_example_the_verdict_is_in_view_under_its_ground_truth(page: Pa
     assert "forgery" in context and "writer1_forged.png" in context
     page.click("#verify-button")  # the user's own verification: the example's ground truth no longer applies
     page.wait_for_selector("#pair-context", state="detached", timeout=30_000)
+    open_example(page, "paper vs phone: another person")  # a real pair, credited
+    context = page.locator("#pair-context").inner_text()
+    assert "another person writing the same name" in context and "Luo et al. 2023" in context, context
 
 
 def test_no_tab_scrolls_sideways(page: Page) -> None:

@@ -274,12 +274,15 @@ def test_an_opened_error_pair_carries_ground_truth_names_and_the_explorers_thres
 
 
 def test_examples_say_their_ground_truth_before_the_verdict() -> None:
-    from dsn.ui.app import example_context
+    from dsn.ui.examples import example_context
 
     forged = example_context("/x/writer1_reference.png", "/x/writer1_forged.png")
     assert "forgery" in forged and "the model is wrong here" in forged and "writer1_forged.png" in forged
     assert "genuine pair" in example_context("/x/writer1_reference.png", "/x/writer1_genuine.png")
+    other = example_context("/x/crossmedia_reference.png", "/x/crossmedia_other.png")
+    assert "another person writing the same name" in other and "Luo et al. 2023, MIT" in other
     assert example_context(None, "/x/writer1_genuine.png") == ""
+    assert example_context("/x/writer1_reference.png", "/x/my_own_query.png") == ""  # a user's file is no example
 
 
 def test_a_refused_selection_reaches_the_visitor_as_a_message_not_a_logged_traceback(roots):

@@ -146,18 +146,59 @@ def test_cli_writes_the_gallery(tmp_path: Path) -> None:
     assert len(listed) == 3 and all(path.is_file() for path in listed)
 
 
+CROSSMEDIA = REPO.parent / "shared" / "datasets" / "crossmedia-chinese"
+
+
 def test_shipped_gallery_is_what_the_generator_makes(tmp_path: Path) -> None:
-    """assets/examples must hold only our own renders (never dataset images), kept small."""
-    if not GALLERY.is_dir():
-        pytest.skip("assets/examples not generated yet (python -m dsn.data.synth assets/examples)")
-    shipped = sorted(GALLERY.glob("*.png"))
-    assert sum(path.stat().st_size for path in shipped) < 1_000_000
-    rows = make_example_pairs(tmp_path, n_writers=len(shipped) // 3)
-    fresh = sorted({path for row in rows for path in row[:2]})
-    assert [path.name for path in shipped] == [path.name for path in fresh]
-    for old, new in zip(shipped, fresh, strict=True):
-        difference = cv2.imread(str(old)).astype(np.int16) - cv2.imread(str(new)).astype(np.int16)
-        assert np.abs(difference).mean() < 1.0, old.name
+    """assets/examples holds our own renders plus three credited cross-media images, listed in its manifest."""
+    from dsn.data.examples import read_examples, write_gallery
+
+    shipped = read_examples(GALLERY)
+    assert sum(path.stat().st_size for path in GALLERY.glob("*.png")) < 1_000_000
+    fresh = write_gallery(tmp_path, CROSSMEDIA if CROSSMEDIA.is_dir() else None)
+    assert shipped[: len(fresh)] == fresh  # same pairs, labels, truths and sources
+    assert {e.truth for e in shipped} == {"genuine", "forged", "other-hand"}
+    for name in sorted({n for e in fresh for n in (e.reference, e.query)}):
+        if name.startswith("crossmedia_"):  # copied byte for byte from the dataset
+            assert (GALLERY / name).read_bytes() == (tmp_path / name).read_bytes(), name
+            continue
+        difference = cv2.imread(str(GALLERY / name)).astype(np.int16) - cv2.imread(str(tmp_path / name)).astype(np.int16)
+        assert np.abs(difference).mean() < 1.0, name
+    if not CROSSMEDIA.is_dir():
+        pytest.skip("the cross-media examples were not compared: ../shared/datasets/crossmedia-chinese is absent")
+
+
+def test_the_crossmedia_examples_follow_the_fixed_rule() -> None:
+    """Paper scan vs phone of the first test class of name 0; the other hand is the next test class of that name."""
+    if not CROSSMEDIA.is_dir():
+        pytest.skip("../shared/datasets/crossmedia-chinese is absent")
+    from dsn.data.dataset import load_splits
+    from dsn.data.examples import crossmedia_choice
+
+    first, second = sorted(int(c) for c in load_splits(CROSSMEDIA)["test"] if int(c) < 100)[:2]
+    chosen = crossmedia_choice(CROSSMEDIA)
+    assert chosen["reference"] == CROSSMEDIA / f"{first:03d}" / "genuine" / "01.png"
+    assert chosen["genuine"] == CROSSMEDIA / f"{first:03d}" / "genuine" / "04.png"
+    assert chosen["other"] == CROSSMEDIA / f"{second:03d}" / "genuine" / "04.png"
+
+
+def test_a_forger_copies_the_design_in_their_own_hand() -> None:
+    """Same letters, capitals and flourish; other proportions, letter forms and pen; less skill strays further."""
+    from dsn.data.synth_plan import PlanDraws, plan_signature
+
+    for seed in range(6):
+        writer = SyntheticWriter(seed)
+        again = plan_signature(PlanDraws(np.random.default_rng([seed, 0x5197])))
+        assert all(np.array_equal(a.points, b.points) for a, b in zip(again, writer.strokes, strict=True))  # genuine: one plan
+        drift = {}
+        for skill in (0.2, 0.9):
+            strokes, pen = writer.forger_hand(3, skill)
+            assert [(s.kind, len(s.points)) for s in strokes] == [(s.kind, len(s.points)) for s in writer.strokes]
+            drift[skill] = np.mean([np.abs(f.points - g.points).mean() for f, g in zip(strokes, writer.strokes, strict=True)])
+            assert drift[skill] > 0.01 and pen != writer.pen
+        assert drift[0.2] > drift[0.9]
+        other_forger, _ = writer.forger_hand(4, 0.9)
+        assert not np.array_equal(other_forger[0].points, writer.forger_hand(3, 0.9)[0][0].points)  # each sample, another forger
 
 
 def test_a_synthetic_training_dataset_mixes_with_real_ones(tmp_path: Path, synth_dataset: Path) -> None:

@@ -3,8 +3,9 @@
 Why this exists: the public app must ship example pairs, but dataset images
 may not be redistributed, so the examples are drawn by our own code. A writer
 is a seed; the seed fixes a cursive stroke plan (the writer's identity) and
-every `genuine`/`forgery` call renders one specimen of it with natural or
-forger-like variation. Run `python -m dsn.data.synth OUT_DIR` to write the gallery.
+every `genuine` call renders one specimen of it with natural variation; every
+`forgery` call is another hand copying it (``synth_plan``). Run
+`python -m dsn.data.examples OUT_DIR` to write the app's gallery with its manifest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dsn.data.synth_glyphs import CAPITALS, GLYPHS, LETTER_WEIGHTS, MARKS
+from dsn.data.synth_plan import PlanDraws, Stroke, plan_signature
 
 CANVAS_HW = (250, 600)
 PAPERS = ("white", "grey", "yellow", "photo")
@@ -27,76 +28,7 @@ _STEP_PX = 0.75  # arc-length spacing of rendered path points, output pixels
 _MARGIN_PX = (22, 28)  # (y, x) free border around the ink
 
 
-@dataclass(frozen=True, eq=False)
-class _Stroke:
-    points: np.ndarray  # (n, 2) control points, x-height units, y up
-    kind: str  # "main" | "mark" | "flourish"
-
-
 _InkPath = tuple[np.ndarray, np.ndarray, np.ndarray, bool]  # points, width, opacity, blobbed ends
-
-
-def _plan_word(rng: np.random.Generator, x0: float, n_letters: int, shape: dict[str, float]) -> tuple[list[_Stroke], float]:
-    """Capital plus connected lowercase letters; returns strokes and the end x."""
-    cap = CAPITALS[rng.integers(len(CAPITALS))]
-    cap_scale = shape["cap_scale"]
-    strokes = [np.array(s, float) * cap_scale + (x0, 0.0) for s in cap]
-    cursor = x0 + (max(p[0] for s in cap for p in s) - 0.1) * cap_scale
-    main = [strokes.pop()]  # last capital stroke is continued by the letters
-    marks: list[_Stroke] = []
-    letters = list(LETTER_WEIGHTS)
-    weights = np.array(list(LETTER_WEIGHTS.values()), float)
-    for _ in range(n_letters):
-        letter = letters[rng.choice(len(letters), p=weights / weights.sum())]
-        glyph = np.array(GLYPHS[letter], float)
-        glyph[:, 0] *= shape["width"] * rng.uniform(0.85, 1.15)
-        glyph[:, 1] = np.where(glyph[:, 1] > 1, 1 + (glyph[:, 1] - 1) * shape["ascender"], glyph[:, 1])
-        glyph[:, 1] = np.where(glyph[:, 1] < 0, glyph[:, 1] * shape["descender"], glyph[:, 1])
-        glyph += rng.normal(0, 0.05, glyph.shape)  # the writer's personal letter forms
-        main.append(glyph + (cursor, 0.0))  # noqa: RUF005  (numpy broadcast: shifts the glyph)
-        if letter in MARKS:
-            mark = np.array(MARKS[letter], float) * (shape["width"], 1.0) + rng.normal(0, 0.06, 2)
-            marks.append(_Stroke(mark + (cursor, 0.0), "mark"))  # noqa: RUF005  (numpy broadcast)
-        cursor += glyph[:, 0].max() + rng.uniform(0.0, 0.15)
-    if shape["wave_tail"]:  # letters that dissolve into a shrinking wave, common in signatures
-        n = rng.integers(2, 5)
-        wave = [(cursor + 0.35 * k + dx, amp) for k in range(n) for dx, amp in ((0.1, 0.8 * 0.75**k), (0.28, 0.05))]
-        main.append(np.array([*wave, (cursor + 0.35 * n + 0.6, 0.25)]))
-        cursor += 0.35 * n + 0.6
-    word = [_Stroke(s, "main") for s in strokes] + [_Stroke(np.concatenate(main), "main")]
-    return word + marks, cursor
-
-
-def _plan_signature(rng: np.random.Generator) -> list[_Stroke]:
-    """The writer's identity: words, letters, marks and flourish in x-height units."""
-    shape = {
-        "cap_scale": rng.uniform(0.85, 1.2),
-        "width": rng.uniform(0.8, 1.3),
-        "ascender": rng.uniform(0.8, 1.25),
-        "descender": rng.uniform(0.8, 1.3),
-        "wave_tail": float(rng.random() < 0.4),
-    }
-    strokes: list[_Stroke] = []
-    x = 0.0
-    if rng.random() < 0.7:  # a first name or initial before the surname
-        first, x = _plan_word(rng, x, int(rng.integers(0, 4)), {**shape, "wave_tail": 0.0})
-        strokes += first
-        x += rng.uniform(0.5, 1.1)
-    last, x_end = _plan_word(rng, x, int(rng.integers(3, 7)), shape)
-    strokes += last
-    style = rng.choice(["underline", "swoop", "none"], p=[0.35, 0.4, 0.25])
-    if style == "underline":
-        y = rng.uniform(-0.9, -0.5)
-        t = np.linspace(0, 1, 5)
-        pts = np.stack([-0.2 + t * (x_end + 0.4), y + 0.25 * np.sin(np.pi * t) * rng.choice([-1, 1])], 1)
-        strokes.append(_Stroke(pts + rng.normal(0, 0.05, pts.shape), "flourish"))
-    elif style == "swoop":  # the last letter's tail sweeps back left under the name
-        idx = len(strokes) - 1 - sum(s.kind == "mark" for s in last)
-        span = x_end - x
-        tail = np.array([(x_end + 0.5, 0.7), (x_end + 0.3, -0.4), (x_end - 0.35 * span, -0.85), (x - 0.1 * span, -0.6), (x - 0.3, -0.3)])
-        tail += rng.normal(0, 0.06, tail.shape)
-        strokes[idx] = _Stroke(np.concatenate([strokes[idx].points, tail]), "main")
-    return strokes
 
 
 def _centripetal_catmull_rom(points: np.ndarray, samples_per_segment: int = 24) -> np.ndarray:
@@ -146,32 +78,55 @@ def _sample_seed(rng_or_seed: int | np.random.Generator) -> int:
     return int(rng_or_seed)
 
 
+@dataclass(frozen=True)
+class _Pen:
+    """How a hand presses: stroke width, pressure and how fast strokes taper at their ends."""
+
+    width_px: float
+    pressure_base: float
+    downstroke_gain: float
+    taper_px: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> _Pen:
+        return cls(rng.uniform(1.7, 3.0), rng.uniform(0.35, 0.6), rng.uniform(0.35, 0.7), rng.uniform(6, 14))
+
+
 class SyntheticWriter:
     """A synthetic person: fixed stroke plan and pen habits, many specimens."""
 
     def __init__(self, seed: int) -> None:
-        rng = np.random.default_rng([seed, 0x5197])
+        rng = np.random.default_rng(self._plan_seed(seed))
         self.seed = seed
-        self.strokes = _plan_signature(rng)
+        self.strokes = plan_signature(PlanDraws(rng))
         self.slant_deg = rng.uniform(-4, 24)
         self.baseline_deg = rng.uniform(-3, 7)
         self.target_width_px = rng.uniform(400, 500)
-        self.pen_width_px = rng.uniform(1.7, 3.0)
-        self.pressure_base = rng.uniform(0.35, 0.6)
-        self.downstroke_gain = rng.uniform(0.35, 0.7)
-        self.taper_px = rng.uniform(6, 14)
+        self.pen = _Pen.draw(rng)
         inks = ((22, 24, 30), (24, 38, 118), (32, 34, 70))
         self.ink_rgb = np.array(inks[rng.integers(len(inks))], np.float32)
-        self.layout_width = float(np.ptp(np.concatenate([s.points[:, 0] for s in self.strokes])))
+
+    @staticmethod
+    def _plan_seed(seed: int) -> list[int]:
+        return [seed, 0x5197]
+
+    def forger_hand(self, sample_seed: int, skill: float) -> tuple[list[Stroke], _Pen]:
+        """Another person's copy of this writer's name: the same letters, capitals and flourish,
+        proportions pulled towards the forger's own habits (the less skill, the further), the
+        forger's own letter forms on top, and the forger's own pen pressure."""
+        forger = np.random.default_rng([self.seed, sample_seed, 0xF0A6])
+        draws = PlanDraws(np.random.default_rng(self._plan_seed(self.seed)), forger, fidelity=0.4 + 0.5 * skill, own_forms=2.0 - skill)
+        return plan_signature(draws), _Pen.draw(forger)
 
     def genuine(self, rng_or_seed: int | np.random.Generator, paper: str = "white") -> np.ndarray:
         """One natural specimen: RGB uint8 (250, 600, 3), dark ink on light paper."""
         return self._render(_sample_seed(rng_or_seed), None, paper)
 
     def forgery(self, rng_or_seed: int | np.random.Generator, skill: float = 0.7, paper: str = "white") -> np.ndarray:
-        """A skilled imitation: same design, but tremor, blunt even pressure,
-        pen lifts, angular curves and slightly wrong proportions; `skill` in
-        [0, 1] scales how far it strays (1 = best forger)."""
+        """A skilled imitation by another hand (``forger_hand``): the same name and design in the
+        forger's letter forms, proportions and pen pressure, drawn slowly (tremor, blunt even
+        pressure, pen lifts, angular curves); `skill` in [0, 1] scales how far it strays (1 = best
+        forger). Each sample seed is another forger."""
         if not 0.0 <= skill <= 1.0:
             raise ValueError(f"skill must be in [0, 1], got {skill}")
         return self._render(_sample_seed(rng_or_seed), skill, paper)
@@ -182,11 +137,12 @@ class SyntheticWriter:
         # Separate streams so the paper never changes the ink layout.
         seq = np.random.SeedSequence([self.seed, sample_seed, 0 if skill is None else 1])
         ink_rng, paper_rng = (np.random.default_rng(s) for s in seq.spawn(2))
-        paths = self._trajectories(ink_rng, skill)
+        strokes, pen = (self.strokes, self.pen) if skill is None else self.forger_hand(sample_seed, skill)
+        paths = self._trajectories(ink_rng, skill, strokes, pen)
         alpha = _draw_ink(paths, ink_rng)
         return _composite(alpha, self.ink_rgb, paper, paper_rng)
 
-    def _trajectories(self, rng: np.random.Generator, skill: float | None) -> list[_InkPath]:
+    def _trajectories(self, rng: np.random.Generator, skill: float | None, strokes: list[Stroke], pen: _Pen) -> list[_InkPath]:
         """Dense pen paths in output pixels with per-point width and opacity."""
         forged = skill is not None
         unskill = 1.0 - skill if forged else 0.0
@@ -200,10 +156,11 @@ class SyntheticWriter:
             warp_amp, warp_period, warp_phase = 0.05 + 0.12 * unskill, rng.uniform(1.5, 3), rng.uniform(0, 2 * np.pi)
             loop_gain = 1 + rng.choice([-1, 1]) * (0.05 + 0.15 * unskill)
         angle = np.deg2rad(self.baseline_deg + rng.normal(0, 1.2))
-        px = self.target_width_px / self.layout_width * scale
+        layout_width = float(np.ptp(np.concatenate([s.points[:, 0] for s in strokes])))
+        px = self.target_width_px / layout_width * scale
         rot = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
         dense = []
-        for stroke in self.strokes:
+        for stroke in strokes:
             pts = stroke.points.copy()
             if forged:
                 pts[:, 0] += warp_amp * np.sin(2 * np.pi * pts[:, 0] / warp_period + warp_phase)
@@ -216,28 +173,28 @@ class SyntheticWriter:
             dense.append(_resample(_centripetal_catmull_rom(pts), _STEP_PX))
         dense = _fit_to_canvas(dense, rng)
         out = []
-        for stroke, path in zip(self.strokes, dense):
+        for stroke, path in zip(strokes, dense):
             pieces = _forge_path(path, rng, unskill) if forged else [path]
             for piece in pieces:
-                width, opacity = self._pressure(piece, rng, forged, skill or 0.0)
+                width, opacity = self._pressure(piece, rng, pen, forged, skill or 0.0)
                 if forged:
                     piece = _add_tremor(piece, rng, 0.25 + 0.9 * unskill)
                 out.append((piece, width, opacity, forged and stroke.kind != "mark"))
         return out
 
-    def _pressure(self, path: np.ndarray, rng: np.random.Generator, forged: bool, skill: float) -> tuple[np.ndarray, np.ndarray]:
+    def _pressure(self, path: np.ndarray, rng: np.random.Generator, pen: _Pen, forged: bool, skill: float) -> tuple[np.ndarray, np.ndarray]:
         """Downstrokes press harder, fast genuine strokes taper at both ends;
         forgers draw slowly with flat pressure and blunt ends."""
         tangent = np.gradient(path, axis=0)
         tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-6)
         down = np.convolve(np.pad(np.clip(tangent[:, 1], 0, 1), 4, mode="edge"), np.ones(9) / 9, mode="valid")
-        pressure = self.pressure_base + self.downstroke_gain * down + 0.08 * _smooth_noise(rng, len(path), 20)
+        pressure = pen.pressure_base + pen.downstroke_gain * down + 0.08 * _smooth_noise(rng, len(path), 20)
         arc = np.arange(len(path)) * _STEP_PX
         if forged:
             pressure = pressure.mean() + 0.08 + (pressure - pressure.mean()) * (0.2 + 0.35 * skill)
-        ends = np.minimum(arc, arc[-1] - arc) / (1.5 if forged else self.taper_px)
+        ends = np.minimum(arc, arc[-1] - arc) / (1.5 if forged else pen.taper_px)
         pressure = np.clip(pressure * (0.3 + 0.7 * np.clip(ends, 0, 1) ** 0.7), 0.05, 1.1)
-        return self.pen_width_px * (0.45 + 0.75 * pressure), np.clip(0.45 + 0.6 * pressure, 0, 1)
+        return pen.width_px * (0.45 + 0.75 * pressure), np.clip(0.45 + 0.6 * pressure, 0, 1)
 
 
 def _fit_to_canvas(paths: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

@@ -23,7 +23,8 @@ from dsn.inference import source_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze_releasing_memory, user_errors
-from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairContext, PairViews, TabBuilder
+from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairViews, TabBuilder
+from dsn.ui.examples import example_context, example_pairs
 from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_pair, missing_input, pair_sides, signature_input, validate_pair
 from dsn.ui.jobs import JOBS, session_of
 from dsn.ui.runtime import ModelInfo, release_memory
@@ -38,7 +39,6 @@ from dsn.ui.tabs.detail import DetailView, build_detail_tab
 from dsn.ui.tabs.reference import build_reference_tab
 from dsn.ui.tabs.verify import PENDING_HTML, WAITING_HTML, VerdictView, build_verdict_tab, refused_html, rethreshold, verdict_outputs
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 # metrics.json keys quoted in the header: the headline numbers a visitor can check in the model card
 CROSS_EER_KEY = re.compile(r"cross_dataset\.(?P<name>[^.]+)\.metrics\.eer")
 
@@ -89,33 +89,6 @@ def _header(info: ModelInfo) -> None:
         )
 
 
-def example_context(reference_path: str | None, query_path: str | None) -> str:
-    """The ground truth of a shipped example, said before the verdict so a wrong verdict is visible as wrong."""
-    if not reference_path or not query_path:
-        return ""
-    forged = "_forged" in Path(query_path).name
-    label = (
-        "forgery (a skilled imitation by another hand); if the verdict says Genuine, the model is wrong here: "
-        "Patch correspondences shows what it matched"
-        if forged
-        else "genuine pair (the same writer)"
-    )
-    return PairContext(label, Path(reference_path).name, Path(query_path).name, source="Synthetic example").html()
-
-
-def example_pairs(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
-    """Gallery rows (reference, query) and labels from ``assets/examples`` (made by ``dsn.data.synth``)."""
-    rows, labels = [], []
-    for reference in sorted(folder.glob("writer*_reference.png")):
-        writer = reference.name.split("_")[0]
-        for kind, label in (("genuine", "genuine pair"), ("forged", "forgery")):
-            query = folder / f"{writer}_{kind}.png"
-            if query.is_file():
-                rows.append([str(reference), str(query)])
-                labels.append(f"{writer.replace('writer', 'writer ')}: {label}")
-    return rows, labels
-
-
 def build_app(
     model: DetailSemNet,
     info: ModelInfo | None = None,
@@ -149,7 +122,7 @@ def build_app(
                             gr.Examples(
                                 rows,
                                 [reference.upload, query.upload],
-                                label="Examples: synthetic signatures (dsn.data.synth), click one to verify it",
+                                label="Examples with a known answer (synthetic, and real paper vs phone pairs): click one to verify it",
                                 example_labels=labels,
                                 examples_per_page=12,
                                 elem_id="examples",
