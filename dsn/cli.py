@@ -32,8 +32,9 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from dsn.data.preprocess import PreprocessError
-    from dsn.inference import is_untrained, load, source_label, verify
+    from dsn.inference import is_untrained, load, verify
     from dsn.model.weights import WeightsError
+    from dsn.model_info import ModelInfo
 
     try:
         model = load(args.weights)
@@ -44,7 +45,7 @@ def run_verify(args: argparse.Namespace) -> int:
     untrained = is_untrained(model)
     if untrained:
         print(UNTRAINED_WARNING, file=sys.stderr)
-    result["weights"] = source_label(model)
+    result["weights"] = ModelInfo.of(model).label
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return 0
@@ -296,8 +297,9 @@ def run_convert(args: argparse.Namespace) -> int:
     except (ConversionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out_dir}: {model.config.backbone}, {n / 1e6:.2f} M parameters, threshold {model.config.threshold:g}")
+    from dsn.model_info import ModelInfo
+
+    print(f"wrote {args.out_dir}: {ModelInfo.of(model).summary}, threshold {model.config.threshold:g}")
     print(f"use it with: python -m dsn verify --weights {args.out_dir} REF.png QUERY.png")
     return 0
 

@@ -84,7 +84,7 @@ def _new_report(model: object, analysis: object, weights: str, args: argparse.Na
     from dsn.checks.pair_report import PairReport, model_description
 
     names = {"reference": Path(args.ref).name, "query": Path(args.query).name}
-    return PairReport(analysis, dict(model_description(model, analysis.threshold_source, weights)), names)
+    return PairReport(analysis, model_description(model, analysis), names)
 
 
 def run(args: argparse.Namespace) -> int:

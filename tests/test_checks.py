@@ -162,3 +162,15 @@ def test_the_sanity_check_reports_each_step_and_the_app_estimates_it(model: Deta
     fractions = [f for f, _ in messages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert "the sanity check (one image," in estimate_text(model, analysis, 8) and "steps): about" in estimate_text(model, analysis, 8)
+
+
+def test_the_pair_report_states_the_threshold_the_pair_was_judged_at(model: DetailSemNet, analysis: PairAnalysis) -> None:
+    """After the slider moved, the report said the checkpoint's threshold labelled "given"."""
+    from dsn.checks.pair_report import model_description
+    from dsn.model_info import ModelInfo
+
+    moved = analysis.with_threshold(0.3)
+    assert model_description(model, moved)["threshold"] == "0.3000 (given)"
+    assert model_description(model, analysis)["threshold"] == f"{model.config.threshold:.4f} (checkpoint)"
+    info = ModelInfo.of(model)
+    assert model_description(model, analysis)["weights"] == info.label and info.label in info.summary

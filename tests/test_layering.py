@@ -19,6 +19,7 @@ LAYERS = [
     ["dsn.model"],
     ["dsn.data"],
     ["dsn.inference", "dsn.hub"],
+    ["dsn.model_info"],  # what a loaded model is: the one description every caller uses
     ["dsn.evaluation"],
     ["dsn.training", "dsn.inspect"],
     ["dsn.checks"],  # checks of the explanations the per-pair views show

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import html
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from dsn.inference import PairAnalysis
+from dsn.model.detailsemnet import DetailSemNet
+from dsn.model_info import ModelInfo
 
 
 @dataclass
@@ -95,11 +96,6 @@ def write_pair_report(report: PairReport, folder: str | Path, stem: str = "pair-
     return {"html": html_path, "json": json_path}
 
 
-def model_description(model: object, threshold_source: str, weights_label: str) -> Mapping[str, str]:
-    config = model.config  # type: ignore[attr-defined]
-    return {
-        "weights": weights_label,
-        "backbone": config.backbone,
-        "threshold": f"{config.threshold:.4f} ({threshold_source})",
-        "Sinkhorn": f"epsilon {config.epsilon_eval:g}, {config.sinkhorn_iterations} iterations",
-    }
+def model_description(model: DetailSemNet, analysis: PairAnalysis) -> dict[str, str]:
+    """The model as the report states it, with the threshold the pair was judged at (the slider's, if moved)."""
+    return ModelInfo.of(model).description(analysis.threshold, analysis.threshold_source)

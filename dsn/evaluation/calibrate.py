@@ -18,7 +18,7 @@ from dsn.data.dataset import split_images_of
 from dsn.evaluation.evaluate import evaluate, pair_metrics
 from dsn.evaluation.metrics import distance_spread
 from dsn.hub.modelcard import METRICS_NAME
-from dsn.model.detailsemnet import DetailSemNet
+from dsn.inference import load
 from dsn.model.weights import WEIGHTS_NAME
 
 
@@ -41,7 +41,7 @@ def calibrate(
         raise ValueError(f"{folder} is not a checkpoint folder (no {WEIGHTS_NAME})")
     if not data:
         raise ValueError("give at least one dataset folder whose val writers set the threshold")
-    model = DetailSemNet.load(folder)
+    model = load(folder, allow_untrained=False)
     if sinkhorn_iterations is not None:
         if sinkhorn_iterations < 1:
             raise ValueError(f"sinkhorn_iterations must be at least 1, not {sinkhorn_iterations}")

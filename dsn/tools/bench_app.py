@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from dsn.inference import load
-    from dsn.ui.runtime import ModelInfo, pick_device  # the app's own loading: same weights, device and fallbacks
+    from dsn.model_info import ModelInfo
+    from dsn.ui.runtime import pick_device  # the app's own loading: same weights, device and fallbacks
 
     model = load(args.weights, device=pick_device())
     info = ModelInfo.of(model)

@@ -46,8 +46,9 @@ def free_port() -> int:
 def serve(weights: str | None = None) -> Iterator[tuple[gr.Blocks, str]]:
     """The app, launched in this process on a free port: yields (demo, url); closes it afterwards."""
     from dsn.inference import load
+    from dsn.model_info import ModelInfo
     from dsn.ui import build_app, launch_options, prepare
-    from dsn.ui.runtime import ModelInfo, pick_device
+    from dsn.ui.runtime import pick_device
 
     model = load(weights, device=pick_device())
     info = ModelInfo.of(model)

@@ -32,7 +32,9 @@ from dsn.data.pack import read_pack
 from dsn.evaluation.metrics import equal_error_rate, summarize
 from dsn.evaluation.scoring import embed_cache, score_pairs
 from dsn.hub.modelcard import train_command, write_model_card
+from dsn.inference import load
 from dsn.model.detailsemnet import DetailSemNet
+from dsn.model_info import ModelInfo
 from dsn.training import checkpoint, engine
 from dsn.training.config import TrainConfig
 from dsn.training.sampling import BatchStream, WriterIndex, batch_loader, name_groups, subset_writers, writer_weights
@@ -98,8 +100,9 @@ def build_model(cfg: TrainConfig, device: torch.device) -> DetailSemNet:
         backbone=cfg.backbone, img_size=cfg.img_size, structural_weight=cfg.structural_weight, drop_path_rate=cfg.drop_path_rate
     )
     if cfg.init:
-        model.load_state_dict(DetailSemNet.load(cfg.init).state_dict())
-        print(f"warm start from {cfg.init}")
+        warm = load(cfg.init, allow_untrained=False)
+        model.load_state_dict(warm.state_dict())
+        print(f"warm start from {ModelInfo.of(warm).summary}")
     return model.to(device)
 
 

@@ -1,7 +1,6 @@
 """The Gradio explorer: ``build_app(model, info) -> gr.Blocks``; see ``dsn/ui/app.py``.
 
-Names are imported lazily so that ``dsn.ui.runtime`` (weights and device) can
-be used, and fail fast on bad weights, without importing Gradio.
+Names are imported lazily, so that importing ``dsn.ui`` does not yet import Gradio.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ _EXPORTS = {
     "build_app": "app",
     "launch_options": "app",
     "prepare": "app",
-    "ModelInfo": "runtime",
 }
 __all__ = sorted(_EXPORTS)
 

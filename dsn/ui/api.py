@@ -59,34 +59,47 @@ def signed_png(values: np.ndarray) -> str:
     return base64.b64encode(buffer.tobytes()).decode("ascii")
 
 
-def build_api(model: DetailSemNet) -> None:
-    """Add the hidden endpoint components and events to the current Blocks."""
-    cache = AnalysisCache()
+def whole(value: float | None, name: str, low: int, high: int, default: int) -> int:
+    """A numeric API input as an integer in [low, high]; anything else is the caller's error, said plainly."""
+    if value is None:
+        return default
+    number = float(value)
+    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(number)
 
-    def pair(reference: object, query: object) -> PairAnalysis:
-        return cache.get(model, require_file(reference, "reference"), require_file(query, "query"))
 
-    def whole(value: float | None, name: str, low: int, high: int, default: int) -> int:
-        """A numeric API input as an integer in [low, high]; anything else is the caller's error, said plainly."""
-        if value is None:
-            return default
-        number = float(value)
-        if not math.isfinite(number) or number != int(number) or not low <= number <= high:
-            raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
-        return int(number)
+def method_list(value: str | None) -> list[str]:
+    """A comma-separated subset of the attribution methods; empty means all of them."""
+    names = [m.strip() for m in (value or "").split(",") if m.strip()] or list(METHODS)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"methods must be a comma-separated subset of {list(METHODS)}, got {unknown}")
+    return names
 
-    def verify(reference: str, query: str, threshold: float | None) -> dict:
+
+class JsonApi:
+    """The endpoints of one model: each method is one endpoint, ``wire`` adds them to the current Blocks."""
+
+    def __init__(self, model: DetailSemNet) -> None:
+        self.model = model
+        self.cache = AnalysisCache()
+
+    def pair(self, reference: object, query: object) -> PairAnalysis:
+        return self.cache.get(self.model, require_file(reference, "reference"), require_file(query, "query"))
+
+    def verify(self, reference: str, query: str, threshold: float | None) -> dict:
         """Verdict and distances for one pair (threshold defaults to the checkpoint's)."""
         with user_errors():
-            return pair(reference, query).with_threshold(threshold).summary()
+            return self.pair(reference, query).with_threshold(threshold).summary()
 
-    def correspondences(reference: str, query: str, top_k: float, reference_patch: float | None) -> dict:
+    def correspondences(self, reference: str, query: str, top_k: float, reference_patch: float | None) -> dict:
         """The heaviest transport-plan entries: [{reference_patch, query_patch, mass, cost}], heaviest first.
 
         reference_patch >= 0 lists only that reference token's matches (-1: all).
         """
         with user_errors():
-            analysis = pair(reference, query)
+            analysis = self.pair(reference, query)
             tokens = analysis.plan.shape[0]
             patch = whole(reference_patch, "reference_patch", -1, tokens - 1, -1)
             return {
@@ -95,7 +108,7 @@ def build_api(model: DetailSemNet) -> None:
                 "matches": match_list(analysis, whole(top_k, "top_k", 1, tokens * tokens, 30), None if patch < 0 else patch),
             }
 
-    async def attribute(reference: str, query: str, method: str, target: str, side: str, steps: float, request: gr.Request) -> dict:
+    async def attribute(self, reference: str, query: str, method: str, target: str, side: str, steps: float, request: gr.Request) -> dict:
         """An attribution map of the distance w.r.t. one image: stats, and the map as a signed grey PNG."""
         with user_errors():
             if method not in METHODS:
@@ -107,7 +120,7 @@ def build_api(model: DetailSemNet) -> None:
 
         def work(job: Job) -> Attribution:
             with user_errors():
-                return explain(model, pair(reference, query), method, target, side, count, job.progress())
+                return explain(self.model, self.pair(reference, query), method, target, side, count, job.progress())
 
         result = await run_job(LABELS.get(method, method), BUDGET_S["attribution"], request, work)
         return {
@@ -121,21 +134,15 @@ def build_api(model: DetailSemNet) -> None:
             "map_png_base64": signed_png(result.map),
         }
 
-    def dsi(reference: str, query: str, stage: float, block: float) -> dict:
+    def dsi(self, reference: str, query: str, stage: float, block: float) -> dict:
         """Energy of each DSI part and the frequency profiles, for one block (stage and block are 0-based)."""
         with user_errors():
-            stages = len(model.backbone.stages)
-            blocks = max(len(s.blocks) for s in model.backbone.stages)
-            return dsi_stats(pair(reference, query), whole(stage, "stage", 0, stages - 1, 0), whole(block, "block", 0, blocks - 1, 0))
+            stages = self.model.backbone.stages
+            blocks = max(len(s.blocks) for s in stages)
+            chosen = whole(stage, "stage", 0, len(stages) - 1, 0), whole(block, "block", 0, blocks - 1, 0)
+            return dsi_stats(self.pair(reference, query), *chosen)
 
-    def method_list(value: str | None) -> list[str]:
-        names = [m.strip() for m in (value or "").split(",") if m.strip()] or list(METHODS)
-        unknown = [m for m in names if m not in METHODS]
-        if unknown:
-            raise ValueError(f"methods must be a comma-separated subset of {list(METHODS)}, got {unknown}")
-        return names
-
-    async def sanity(reference: str, query: str, side: str, methods: str, steps: float, request: gr.Request) -> dict:
+    async def sanity(self, reference: str, query: str, side: str, methods: str, steps: float, request: gr.Request) -> dict:
         """Cascading randomisation: per method, the similarity to the trained map after each randomised block."""
         with user_errors():
             check_side(side)
@@ -143,12 +150,12 @@ def build_api(model: DetailSemNet) -> None:
 
         def work(job: Job) -> dict:
             with user_errors():
-                result = sanity_check(model, pair(reference, query), side, "total", chosen, count, job.progress())
+                result = sanity_check(self.model, self.pair(reference, query), side, "total", chosen, count, job.progress())
             return {**result.to_dict(), "verdicts": result.verdicts()}
 
         return await run_job("The sanity check", BUDGET_S["sanity check"], request, work)
 
-    async def faithful(reference: str, query: str, side: str, methods: str, steps: float, request: gr.Request) -> dict:
+    async def faithfulness(self, reference: str, query: str, side: str, methods: str, steps: float, request: gr.Request) -> dict:
         """Deletion and insertion curves of each method's map, with the random-order baseline and the gains."""
         with user_errors():
             check_side(side)
@@ -156,47 +163,59 @@ def build_api(model: DetailSemNet) -> None:
 
         def work(job: Job) -> dict:
             with user_errors():
-                analysis = pair(reference, query)
-                maps = {m: explain(model, analysis, m, "total", side, count, job.progress()).map for m in chosen}
-                return faithfulness(model, analysis, maps, side, "total", progress=job.progress()).to_dict()
+                analysis = self.pair(reference, query)
+                maps = {m: explain(self.model, analysis, m, "total", side, count, job.progress()).map for m in chosen}
+                return faithfulness(self.model, analysis, maps, side, "total", progress=job.progress()).to_dict()
 
         return await run_job("The faithfulness check", BUDGET_S["attribution"], request, work)
 
-    async def plan(reference: str, query: str, request: gr.Request) -> dict:
+    async def plan_check(self, reference: str, query: str, request: gr.Request) -> dict:
         """Each reference ink patch erased and the pair verified again: measured change against the plan's share."""
 
         def work(job: Job) -> dict:
             with user_errors():
-                return plan_check(model, pair(reference, query), job.progress()).to_dict()
+                return plan_check(self.model, self.pair(reference, query), job.progress()).to_dict()
 
         return await run_job("The plan check", BUDGET_S["attribution"], request, work)
 
-    def frequency(reference: str, query: str) -> dict:
+    def frequency(self, reference: str, query: str) -> dict:
         """The pair under the LF / LMF / LHF filters: distance, verdict and the DSI's detail share per stage."""
         with user_errors():
-            return {"bands": band_effects(model, pair(reference, query))}
+            return {"bands": band_effects(self.model, self.pair(reference, query))}
 
-    with gr.Column(visible=False):
-        reference = gr.File(label="reference", type="filepath")
-        query = gr.File(label="query", type="filepath")
-        threshold = gr.Number(float(model.config.threshold), label="threshold")
-        top_k = gr.Number(30, label="top_k", precision=0)
-        reference_patch = gr.Number(-1, label="reference_patch", precision=0)
-        method = gr.Textbox("integrated_gradients", label="method")
-        target = gr.Textbox("total", label="target")
-        side = gr.Textbox("query", label="side")
-        steps = gr.Number(32, label="steps", precision=0)
-        sanity_steps = gr.Number(16, label="steps", precision=0)
-        methods = gr.Textbox("", label="methods")
-        stage = gr.Number(0, label="stage", precision=0)
-        block = gr.Number(0, label="block", precision=0)
-        result = gr.JSON(label="result")
-        trigger = gr.Button("api")
-    trigger.click(verify, [reference, query, threshold], result, api_name="verify", **FAST_LANE)
-    trigger.click(correspondences, [reference, query, top_k, reference_patch], result, api_name="correspondences", **FAST_LANE)
-    trigger.click(attribute, [reference, query, method, target, side, steps], result, api_name="attribute", **SLOW_LANE)
-    trigger.click(dsi, [reference, query, stage, block], result, api_name="dsi", **FAST_LANE)
-    trigger.click(frequency, [reference, query], result, api_name="frequency", **FAST_LANE)
-    trigger.click(plan, [reference, query], result, api_name="plan_check", **SLOW_LANE)
-    trigger.click(faithful, [reference, query, side, methods, steps], result, api_name="faithfulness", **SLOW_LANE)
-    trigger.click(sanity, [reference, query, side, methods, sanity_steps], result, api_name="sanity", **SLOW_LANE)
+    def wire(self) -> None:
+        """Hidden inputs, one JSON output and one event per endpoint, named as the endpoint."""
+        with gr.Column(visible=False):
+            reference = gr.File(label="reference", type="filepath")
+            query = gr.File(label="query", type="filepath")
+            threshold = gr.Number(float(self.model.config.threshold), label="threshold")
+            top_k = gr.Number(30, label="top_k", precision=0)
+            reference_patch = gr.Number(-1, label="reference_patch", precision=0)
+            method = gr.Textbox("integrated_gradients", label="method")
+            target = gr.Textbox("total", label="target")
+            side = gr.Textbox("query", label="side")
+            steps = gr.Number(32, label="steps", precision=0)
+            sanity_steps = gr.Number(16, label="steps", precision=0)
+            methods = gr.Textbox("", label="methods")
+            stage = gr.Number(0, label="stage", precision=0)
+            block = gr.Number(0, label="block", precision=0)
+            result = gr.JSON(label="result")
+            trigger = gr.Button("api")
+        pair = [reference, query]
+        endpoints = [
+            (self.verify, [*pair, threshold], FAST_LANE),
+            (self.correspondences, [*pair, top_k, reference_patch], FAST_LANE),
+            (self.attribute, [*pair, method, target, side, steps], SLOW_LANE),
+            (self.dsi, [*pair, stage, block], FAST_LANE),
+            (self.frequency, pair, FAST_LANE),
+            (self.plan_check, pair, SLOW_LANE),
+            (self.faithfulness, [*pair, side, methods, steps], SLOW_LANE),
+            (self.sanity, [*pair, side, methods, sanity_steps], SLOW_LANE),
+        ]
+        for endpoint, inputs, lane in endpoints:
+            trigger.click(endpoint, inputs, result, api_name=endpoint.__name__, **lane)
+
+
+def build_api(model: DetailSemNet) -> None:
+    """Add the hidden endpoint components and events to the current Blocks."""
+    JsonApi(model).wire()

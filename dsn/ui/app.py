@@ -21,23 +21,22 @@ from gradio.events import Dependency
 from dsn.hub.modelcard import dataset_label
 from dsn.inference import source_label
 from dsn.model.detailsemnet import DetailSemNet
+from dsn.model_info import ModelInfo
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze_releasing_memory, user_errors
 from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairViews, TabBuilder
-from dsn.ui.examples import example_context, example_pairs
-from dsn.ui.inputs import UPLOAD, SignatureInput, chosen_pair, missing_input, pair_sides, signature_input, validate_pair
+from dsn.ui.examples import build_gallery, wire_gallery
+from dsn.ui.inputs import SignatureInput, chosen_pair, missing_input, pair_sides, signature_input, validate_pair
 from dsn.ui.jobs import JOBS, session_of
-from dsn.ui.runtime import ModelInfo, release_memory
+from dsn.ui.runtime import release_memory
 from dsn.ui.style import CLICK_JS, CSS, SHOW_VERDICT_JS, theme
-from dsn.ui.tabs import correspondence as correspondence_tab
-from dsn.ui.tabs import detail as detail_tab
 from dsn.ui.tabs.attribution import AttributionView, build_attribution_tab
-from dsn.ui.tabs.checks import ChecksView, build_checks_tab, wire_checks
+from dsn.ui.tabs.checks import ChecksView, build_checks_tab
 from dsn.ui.tabs.correspondence import CorrespondenceView, build_correspondence_tab
 from dsn.ui.tabs.dataset import dataset_tab
 from dsn.ui.tabs.detail import DetailView, build_detail_tab
 from dsn.ui.tabs.reference import build_reference_tab
-from dsn.ui.tabs.verify import PENDING_HTML, WAITING_HTML, VerdictView, build_verdict_tab, refused_html, rethreshold, verdict_outputs
+from dsn.ui.tabs.verify import PENDING_HTML, WAITING_HTML, VerdictView, build_verdict_tab, refused_html, verdict_outputs
 
 # metrics.json keys quoted in the header: the headline numbers a visitor can check in the model card
 CROSS_EER_KEY = re.compile(r"cross_dataset\.(?P<name>[^.]+)\.metrics\.eer")
@@ -117,19 +116,7 @@ def build_app(
                         gr.Markdown("**Query**: the signature to check")
                         query = signature_input("query", "Drop, paste or photograph the signature to check")
                         verify_button = gr.Button("Verify", variant="primary", size="lg", elem_id="verify-button")
-                        rows, labels = example_pairs()
-                        examples = (
-                            gr.Examples(
-                                rows,
-                                [reference.upload, query.upload],
-                                label="Examples with a known answer (synthetic, and real paper vs phone pairs): click one to verify it",
-                                example_labels=labels,
-                                examples_per_page=12,
-                                elem_id="examples",
-                            )
-                            if rows
-                            else None
-                        )
+                        examples = build_gallery(reference, query)
                     with gr.Column(scale=3, min_width=300):
                         pair_context = gr.HTML("", elem_id="pair-context-area")
                         banner = gr.HTML(WAITING_HTML, elem_id="verdict-area")
@@ -147,21 +134,7 @@ def build_app(
         verify_on = _wire_pair(model, analysis, reference, query, banner, verdict, matches, detail, attributions, checks)
         verify_on(verify_button.click, api_name="verify_ui")
         verify_button.click(lambda: "", None, pair_context, queue=False, api_visibility="private")  # the user's own pair
-        if examples is not None:
-            ready = examples.load_input_event.then(
-                lambda reference_path, query_path: (
-                    example_context(reference_path, query_path),
-                    UPLOAD,
-                    UPLOAD,
-                    gr.Tabs(selected=UPLOAD),
-                    gr.Tabs(selected=UPLOAD),
-                ),
-                [reference.upload, query.upload],
-                [pair_context, reference.mode, query.mode, reference.tabs, query.tabs],
-                queue=False,
-                api_visibility="private",
-            )
-            verify_on(ready.then)
+        wire_gallery(examples, reference, query, pair_context, verify_on)
         pair = PairViews(
             reference, query, analysis, main_tabs, verdict.threshold, pair_context, lambda dependency: verify_on(dependency.then)
         )
@@ -240,47 +213,16 @@ def _wire_pair(
             **FAST_LANE,
         )
         step.failure(refused_html, None, banner, queue=False, api_visibility="private")
-        step.success(
-            correspondence_tab.on_new_pair,
-            [analysis, matches.top_k, matches.background],
-            [matches.patch, matches.figure, matches.matches, matches.plan, matches.shares],
-            api_visibility="private",
-        )
-        step.success(
-            detail_tab.on_new_pair,
-            [analysis, detail.stage, detail.block],
-            [detail.block, detail.dsi, detail.frequency],
-            api_visibility="private",
-        )
-        step.success(
-            attributions.on_new_pair, [analysis, attributions.method, attributions.steps], attributions.outputs, api_visibility="private"
-        )
-        step.success(checks.on_new_pair, [analysis, checks.steps], checks.outputs, api_visibility="private")
+        for view in (matches, detail, attributions, checks):
+            view.follow(step, analysis)
         step.success(None, js=SHOW_VERDICT_JS, api_visibility="private")  # after an example or an opened pair: the verdict in view
         return step
 
-    verdict.threshold.change(
-        lambda pair, value: rethreshold(pair, value, verdict.spread),
-        [analysis, verdict.threshold],
-        [analysis, banner, verdict.bar, verdict.summary],
-        api_visibility="private",
-        trigger_mode="always_last",
-    )
-    for control in (matches.top_k, matches.patch, matches.background):
-        control.change(
-            correspondence_tab.render,
-            [analysis, *matches.controls],
-            [matches.figure, matches.matches],
-            api_visibility="private",
-            trigger_mode="always_last",
-        )
-    matches.click_bridge.change(correspondence_tab.on_click, [analysis, matches.click_bridge], matches.patch, api_visibility="private")
-    detail.stage.change(
-        detail_tab.on_stage, [analysis, detail.stage], [detail.block, detail.dsi, detail.frequency], api_visibility="private"
-    )
-    detail.block.input(detail_tab.render, [analysis, detail.stage, detail.block], [detail.dsi, detail.frequency], api_visibility="private")
+    verdict.wire(analysis, banner)
+    matches.wire(analysis)
+    detail.wire(analysis)
     attributions.wire(model, analysis)
-    wire_checks(checks, model, analysis, attributions.result, [*reference.components, *query.components])
+    checks.wire(model, analysis, attributions.result, [*reference.components, *query.components])
     return verify_on
 
 

@@ -18,8 +18,8 @@ import gradio as gr
 from gradio.events import Dependency
 
 from dsn.model.detailsemnet import DetailSemNet
+from dsn.model_info import ModelInfo
 from dsn.ui.inputs import UPLOAD, SignatureInput
-from dsn.ui.runtime import ModelInfo
 
 OPENED_DIR = Path(tempfile.gettempdir()) / "dsn-opened-pairs"  # Gradio serves files from the temp dir only
 

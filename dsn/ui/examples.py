@@ -5,10 +5,14 @@ A wrong verdict on an example is then visible as wrong instead of being taught a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import gradio as gr
 
 from dsn.data.examples import read_examples
 from dsn.ui.context import PairContext
+from dsn.ui.inputs import UPLOAD, SignatureInput
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 _WRONG_IF_ACCEPTED = "if the verdict says Genuine, the model is wrong here: Patch correspondences shows what it matched"
@@ -34,3 +38,40 @@ def example_context(reference_path: str | None, query_path: str | None, folder: 
         if (example.reference, example.query) == names:
             return PairContext(TRUTH_WORDS[example.truth], *names, source=example.source).html()
     return ""
+
+
+def build_gallery(reference: SignatureInput, query: SignatureInput, folder: Path = EXAMPLES_DIR) -> gr.Examples | None:
+    """The clickable gallery that fills both uploads; None when no example is shipped."""
+    rows, labels = example_pairs(folder)
+    if not rows:
+        return None
+    return gr.Examples(
+        rows,
+        [reference.upload, query.upload],
+        label="Examples with a known answer (synthetic, and real paper vs phone pairs): click one to verify it",
+        example_labels=labels,
+        examples_per_page=12,
+        elem_id="examples",
+    )
+
+
+def wire_gallery(
+    examples: gr.Examples | None, reference: SignatureInput, query: SignatureInput, pair_context: gr.HTML, verify_on: Callable
+) -> None:
+    """A click shows the example's ground truth, switches both inputs to upload mode and verifies the pair."""
+    if examples is None:
+        return
+    ready = examples.load_input_event.then(
+        lambda reference_path, query_path: (
+            example_context(reference_path, query_path),
+            UPLOAD,
+            UPLOAD,
+            gr.Tabs(selected=UPLOAD),
+            gr.Tabs(selected=UPLOAD),
+        ),
+        [reference.upload, query.upload],
+        [pair_context, reference.mode, query.mode, reference.tabs, query.tabs],
+        queue=False,
+        api_visibility="private",
+    )
+    verify_on(ready.then)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 import torch
+from gradio.events import Dependency
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.attribution import HEAVY, LABELS, METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, TARGETS, Attribution
@@ -51,6 +52,10 @@ class AttributionView:
 
     def on_new_pair(self, analysis: PairAnalysis | None, method: str, steps: float) -> tuple:
         return None, None, "Press **Compute attribution** to explain this pair.", describe(analysis, method, steps, self.model)
+
+    def follow(self, verified: Dependency, analysis: gr.State) -> None:
+        """After a pair is verified: the previous pair's map is cleared and the estimate redone."""
+        verified.success(self.on_new_pair, [analysis, self.method, self.steps], self.outputs, api_visibility="private")
 
     def wire(self, model: DetailSemNet, analysis: gr.State) -> None:
         """Connect the controls; ``analysis`` is the app's current pair."""

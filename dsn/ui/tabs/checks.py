@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import gradio as gr
+from gradio.events import Dependency
 
 from dsn.checks.explanation_grid import ExplanationGrid, explanation_grid
 from dsn.checks.faithfulness import Faithfulness, faithfulness
@@ -19,7 +20,7 @@ from dsn.checks.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, 
 from dsn.checks.pair_report import PairReport, model_description, write_pair_report
 from dsn.checks.plan_check import PlanCheck, plan_check
 from dsn.checks.sanity import SanityCheck, cascade, sanity_check
-from dsn.inference import PairAnalysis, is_untrained, source_label
+from dsn.inference import PairAnalysis, is_untrained
 from dsn.inspect.attribution import LABELS, METHODS, Attribution
 from dsn.inspect.figures import attribution_figure, correspondence_figure, distance_bar_figure, dsi_figure
 from dsn.model.detailsemnet import DetailSemNet
@@ -66,7 +67,7 @@ class ChecksView:
     bands: gr.Plot
     report_run: gr.Button
     report_files: gr.File
-    model: DetailSemNet | None = None  # set by ``wire_checks``; used for the time estimate
+    model: DetailSemNet | None = None  # set by ``wire``; the model the checks explain
 
     @property
     def outputs(self) -> list:
@@ -93,6 +94,152 @@ class ChecksView:
             None,
             None,
         )
+
+    async def run_grid(
+        self,
+        pair: PairAnalysis | None,
+        store: PairChecks,
+        target: str,
+        steps: float,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        """Every method's map for both images (kept per target and steps)."""
+        pair, key = _need(pair), (target, int(steps))
+        if key not in store.grids:
+            store.grids[key] = await run_job(
+                "The method grid",
+                BUDGET_S["attribution"],
+                request,
+                lambda job: explanation_grid(self.model, pair, target, int(steps), METHODS, job.progress(progress)),
+            )
+            ig = store.grids[key].maps[("integrated_gradients", "query")]
+            record_cost(self.model, pair, ig.method, int(steps), ig.seconds)  # later estimates here and in Attributions are measured
+        return store, grid_figure(store.grids[key], pair), estimate_text(self.model, pair, steps)
+
+    async def run_sanity(
+        self,
+        pair: PairAnalysis | None,
+        store: PairChecks,
+        side: str,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        """The cascading-randomisation check of one image's maps."""
+        pair = _need(pair)
+        if side not in store.sanity:
+            store.sanity[side] = await run_job(
+                "The sanity check", BUDGET_S["sanity check"], request,
+                lambda job: sanity_check(self.model, pair, side, "total", METHODS, SANITY_STEPS, job.progress(progress)),
+            )  # fmt: skip
+        check = store.sanity[side]
+        verdicts = "\n".join(f"- **{LABELS[m]}** {text}" for m, text in check.verdicts().items())
+        return store, sanity_figure(check), f"Computed in **{check.seconds:.0f} s** on this server.\n\n{verdicts}"
+
+    async def run_faithfulness(
+        self,
+        pair: PairAnalysis | None,
+        store: PairChecks,
+        side: str,
+        steps: float,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        """Deletion and insertion curves of one image's maps (computing the grid first if needed)."""
+        pair = _need(pair)
+        if side not in store.faithfulness:
+
+            def work(job: Job) -> Faithfulness:
+                report = job.progress(progress)
+                key = ("total", int(steps))
+                if key not in store.grids:
+                    store.grids[key] = explanation_grid(self.model, pair, "total", int(steps), METHODS, lambda f, t: report(f / 2, t))
+                maps = {m: store.grids[key].maps[(m, side)].map for m in METHODS}
+                return faithfulness(self.model, pair, maps, side, "total", progress=lambda f, t: report(0.5 + f / 2, t))
+
+            store.faithfulness[side] = await run_job("The faithfulness check", BUDGET_S["attribution"], request, work)
+        result = store.faithfulness[side]
+        return store, faithfulness_figure(result), _faith_text(result)
+
+    async def run_plan_check(self, pair: PairAnalysis | None, store: PairChecks, request: gr.Request) -> tuple:
+        """Each matched reference patch erased and the pair verified again."""
+        pair = _need(pair)
+        if store.plan is None:
+            store.plan = await run_job(
+                "The plan check", BUDGET_S["attribution"], request, lambda job: plan_check(self.model, pair, job.progress())
+            )
+        check = store.plan
+        strongest = int(check.patches[check.change.argmax()]) if len(check.patches) else None
+        text = (
+            f"Rank correlation of the plan's share and the measured change: **{check.spearman:+.2f}** over {len(check.patches)} ink patches. "
+            f"Erasing patch {strongest} changed the structural distance most ({check.change.max():+.4f})."
+            if strongest is not None
+            else "No ink patches."
+        )
+        return store, plan_check_figure(check), text
+
+    def show_band(self, pair: PairAnalysis | None, store: PairChecks, band: str) -> tuple:
+        """The pair under one frequency filter (all filters are computed once per pair)."""
+        if pair is None:
+            return store, "Verify a pair first.", None
+        if store.bands is None:
+            store.bands = band_effects(self.model, pair)
+        return store, _band_text(store.bands, band), band_figure(store.bands, pair.threshold)
+
+    def write_report(self, pair: PairAnalysis | None, store: PairChecks, last: Attribution | None, *side_values: object) -> list[str]:
+        """HTML + JSON of everything computed for the pair; ``side_values`` name the visitor's files."""
+        pair = _need(pair)
+        names = input_names(side_values)
+        out = PairReport(pair, model_description(self.model, pair), names)
+        out.add("Verdict", distance_bar_figure(pair))
+        out.add("Patch correspondences", correspondence_figure(pair), None)
+        out.add("Detail vs semantics (stage 1, block 1)", dsi_figure(pair, 0, 0))
+        if last is not None:
+            out.add(f"Attribution: {LABELS[last.method]}", attribution_figure(last, pair.preprocessed(last.side).image))
+        for (target, steps), g in store.grids.items():
+            out.add(f"Every method ({target} distance, {steps} steps)", grid_figure(g, pair))
+        for side, check in store.sanity.items():
+            out.add(
+                f"Sanity check, {side}", sanity_figure(check), {**check.to_dict(), "verdicts": check.verdicts()}, key=f"sanity_check_{side}"
+            )
+        for side, result in store.faithfulness.items():
+            out.add(f"Faithfulness, {side}", faithfulness_figure(result), result.to_dict(), key=f"faithfulness_{side}")
+        if store.plan is not None:
+            out.add("Is the correspondence view honest?", plan_check_figure(store.plan), store.plan.to_dict(), key="plan_check")
+        if store.bands is not None:
+            out.add("The frequency experiment", band_figure(store.bands, pair.threshold), store.bands, key="frequency")
+        if is_untrained(self.model):
+            out.model["note"] = "untrained weights"
+        return [str(p) for p in write_pair_report(out, tempfile.mkdtemp(prefix="dsn-pair-")).values()]
+
+    def follow(self, verified: Dependency, analysis: gr.State) -> None:
+        """After a pair is verified: a fresh store, and the estimate for this pair."""
+        verified.success(self.on_new_pair, [analysis, self.steps], self.outputs, api_visibility="private")
+
+    def wire(self, model: DetailSemNet, analysis: gr.State, attribution: gr.State, pair_inputs: list) -> None:
+        """Connect the buttons; ``attribution`` is the Attributions tab's last map, ``pair_inputs`` the two signature
+        inputs' components (the report names the files the visitor gave)."""
+        self.model = model
+        private = {"api_visibility": "private"}
+        self.grid_run.click(
+            self.run_grid, [analysis, self.store, self.target, self.steps], [self.store, self.grid, self.estimate], **private, **SLOW_LANE
+        )
+        self.sanity_run.click(
+            self.run_sanity, [analysis, self.store, self.side], [self.store, self.sanity, self.sanity_text], **private, **SLOW_LANE
+        )
+        self.faith_run.click(
+            self.run_faithfulness,
+            [analysis, self.store, self.side, self.steps],
+            [self.store, self.faith, self.faith_text],
+            **private,
+            **SLOW_LANE,
+        )
+        self.plan_run.click(self.run_plan_check, [analysis, self.store], [self.store, self.plan, self.plan_text], **private, **SLOW_LANE)
+        self.band.input(self.show_band, [analysis, self.store, self.band], [self.store, self.band_text, self.bands], **private, **FAST_LANE)
+        self.report_run.click(
+            self.write_report, [analysis, self.store, attribution, *pair_inputs], self.report_files, **private, **SLOW_LANE
+        )
+        self.steps.change(lambda pair, steps: estimate_text(self.model, pair, steps), [analysis, self.steps], self.estimate, **private)
 
 
 def estimate_text(model: DetailSemNet | None, analysis: PairAnalysis | None, steps: float) -> str:
@@ -179,110 +326,3 @@ def _band_text(rows: list[dict], band: str) -> str:
         f"**{chosen['label']}**: distance **{chosen['distance']:.3f}** (original {original['distance']:.3f}), verdict **{chosen['verdict']}**. "
         f"Detail share of the DSI input energy, query image: {shares}."
     )
-
-
-def wire_checks(view: ChecksView, model: DetailSemNet, analysis: gr.State, attribution: gr.State, pair_inputs: list) -> None:
-    """Connect the buttons; ``attribution`` is the Attributions tab's last map, ``pair_inputs`` the two signature
-    inputs' components (the report names the files the visitor gave)."""
-    view.model = model
-
-    async def grid(pair, store, target, steps, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
-        pair, key = _need(pair), (target, int(steps))
-        if key not in store.grids:
-            store.grids[key] = await run_job(
-                "The method grid",
-                BUDGET_S["attribution"],
-                request,
-                lambda job: explanation_grid(model, pair, target, int(steps), METHODS, job.progress(progress)),
-            )
-            ig = store.grids[key].maps[("integrated_gradients", "query")]
-            record_cost(model, pair, ig.method, int(steps), ig.seconds)  # later estimates here and in Attributions are measured
-        return store, grid_figure(store.grids[key], pair), estimate_text(model, pair, steps)
-
-    async def sanity(pair, store, side, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
-        pair = _need(pair)
-        if side not in store.sanity:
-            store.sanity[side] = await run_job(
-                "The sanity check", BUDGET_S["sanity check"], request,
-                lambda job: sanity_check(model, pair, side, "total", METHODS, SANITY_STEPS, job.progress(progress)),
-            )  # fmt: skip
-        check = store.sanity[side]
-        verdicts = "\n".join(f"- **{LABELS[m]}** {text}" for m, text in check.verdicts().items())
-        return store, sanity_figure(check), f"Computed in **{check.seconds:.0f} s** on this server.\n\n{verdicts}"
-
-    async def faith(pair, store, side, steps, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
-        pair = _need(pair)
-        if side not in store.faithfulness:
-
-            def work(job: Job) -> Faithfulness:
-                report = job.progress(progress)
-                key = ("total", int(steps))
-                if key not in store.grids:
-                    store.grids[key] = explanation_grid(model, pair, "total", int(steps), METHODS, lambda f, t: report(f / 2, t))
-                maps = {m: store.grids[key].maps[(m, side)].map for m in METHODS}
-                return faithfulness(model, pair, maps, side, "total", progress=lambda f, t: report(0.5 + f / 2, t))
-
-            store.faithfulness[side] = await run_job("The faithfulness check", BUDGET_S["attribution"], request, work)
-        result = store.faithfulness[side]
-        return store, faithfulness_figure(result), _faith_text(result)
-
-    async def plan(pair, store, request: gr.Request) -> tuple:
-        pair = _need(pair)
-        if store.plan is None:
-            store.plan = await run_job(
-                "The plan check", BUDGET_S["attribution"], request, lambda job: plan_check(model, pair, job.progress())
-            )
-        check = store.plan
-        strongest = int(check.patches[check.change.argmax()]) if len(check.patches) else None
-        text = (
-            f"Rank correlation of the plan's share and the measured change: **{check.spearman:+.2f}** over {len(check.patches)} ink patches. "
-            f"Erasing patch {strongest} changed the structural distance most ({check.change.max():+.4f})."
-            if strongest is not None
-            else "No ink patches."
-        )
-        return store, plan_check_figure(check), text
-
-    def frequency(pair, store, band) -> tuple:
-        if pair is None:
-            return store, "Verify a pair first.", None
-        if store.bands is None:
-            store.bands = band_effects(model, pair)
-        return store, _band_text(store.bands, band), band_figure(store.bands, pair.threshold)
-
-    def report(pair, store, last: Attribution | None, *side_values: object) -> list[str]:
-        pair = _need(pair)
-        names = input_names(side_values)
-        out = PairReport(pair, dict(model_description(model, pair.threshold_source, source_label(model))), names)
-        out.add("Verdict", distance_bar_figure(pair))
-        out.add("Patch correspondences", correspondence_figure(pair), None)
-        out.add("Detail vs semantics (stage 1, block 1)", dsi_figure(pair, 0, 0))
-        if last is not None:
-            out.add(f"Attribution: {LABELS[last.method]}", attribution_figure(last, pair.preprocessed(last.side).image))
-        for (target, steps), g in store.grids.items():
-            out.add(f"Every method ({target} distance, {steps} steps)", grid_figure(g, pair))
-        for side, check in store.sanity.items():
-            out.add(
-                f"Sanity check, {side}", sanity_figure(check), {**check.to_dict(), "verdicts": check.verdicts()}, key=f"sanity_check_{side}"
-            )
-        for side, result in store.faithfulness.items():
-            out.add(f"Faithfulness, {side}", faithfulness_figure(result), result.to_dict(), key=f"faithfulness_{side}")
-        if store.plan is not None:
-            out.add("Is the correspondence view honest?", plan_check_figure(store.plan), store.plan.to_dict(), key="plan_check")
-        if store.bands is not None:
-            out.add("The frequency experiment", band_figure(store.bands, pair.threshold), store.bands, key="frequency")
-        if is_untrained(model):
-            out.model["note"] = "untrained weights"
-        return [str(p) for p in write_pair_report(out, tempfile.mkdtemp(prefix="dsn-pair-")).values()]
-
-    private = {"api_visibility": "private"}
-    view.grid_run.click(
-        grid, [analysis, view.store, view.target, view.steps], [view.store, view.grid, view.estimate], **private, **SLOW_LANE
-    )
-    view.sanity_run.click(sanity, [analysis, view.store, view.side], [view.store, view.sanity, view.sanity_text], **private, **SLOW_LANE)
-    view.faith_run.click(
-        faith, [analysis, view.store, view.side, view.steps], [view.store, view.faith, view.faith_text], **private, **SLOW_LANE
-    )
-    view.plan_run.click(plan, [analysis, view.store], [view.store, view.plan, view.plan_text], **private, **SLOW_LANE)
-    view.band.input(frequency, [analysis, view.store, view.band], [view.store, view.band_text, view.bands], **private, **FAST_LANE)
-    view.report_run.click(report, [analysis, view.store, attribution, *pair_inputs], view.report_files, **private, **SLOW_LANE)
-    view.steps.change(lambda pair, steps: estimate_text(model, pair, steps), [analysis, view.steps], view.estimate, **private)

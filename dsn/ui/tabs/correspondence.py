@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+from gradio.events import Dependency
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.analysis import match_list
@@ -37,6 +38,19 @@ class CorrespondenceView:
     @property
     def controls(self) -> list:
         return [self.top_k, self.patch, self.background]
+
+    def wire(self, analysis: gr.State) -> None:
+        """Every control re-draws the figure and the match list; a click on a patch in the figure selects it."""
+        for control in self.controls:
+            control.change(
+                render, [analysis, *self.controls], [self.figure, self.matches], api_visibility="private", trigger_mode="always_last"
+            )
+        self.click_bridge.change(on_click, [analysis, self.click_bridge], self.patch, api_visibility="private")
+
+    def follow(self, verified: Dependency, analysis: gr.State) -> None:
+        """After a pair is verified: its correspondences, plan and structural shares."""
+        outputs = [self.patch, self.figure, self.matches, self.plan, self.shares]
+        verified.success(on_new_pair, [analysis, self.top_k, self.background], outputs, api_visibility="private")
 
 
 def build_correspondence_tab() -> CorrespondenceView:

@@ -179,59 +179,86 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
     if not roots:
         gr.Markdown(NO_ROOTS, elem_id="dataset-no-roots")
         return
-    found = find_datasets(roots)
-    datasets = list(found)
-    model, default_threshold = context.model, float(context.model.config.threshold)
-    gr.Markdown(
-        "Evaluate the standard protocol (every genuine-genuine pair and every genuine-forged pair of each writer) on a "
-        f"dataset under the data root{'s' if len(roots) > 1 else ''} {', '.join(f'`{r.name}`' for r in roots)}. "
-        "Embeddings are cached on disk, so a second run is quick.",
-        elem_classes="dsn-note",
-    )
-    state = gr.State(None, time_to_live=STATE_SECONDS)
-    with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(datasets, value=smallest_dataset(found), label="Dataset", elem_id="dataset-choice")
-        split = gr.Radio(list(SPLITS), value="test", label="Split (writer-independent)", elem_id="dataset-split")
-        writer_limit = gr.Number(0, precision=0, minimum=0, label="Writer limit (0 = all)", elem_id="dataset-writer-limit")
-        run = gr.Button("Evaluate", variant="primary", elem_id="dataset-evaluate")
-    status = gr.Markdown(elem_id="dataset-status")
-    threshold = dataset_threshold_slider(
-        default_threshold,
-        0.001,
-        "Decision threshold (accept when distance ≤ threshold); moving it does not rerun the model",
-        "dataset-threshold",
-    )
-    metrics = gr.HTML(elem_id="dataset-metrics")
-    with gr.Row():
-        roc = gr.Plot(label="ROC", elem_id="dataset-roc")
-        det = gr.Plot(label="DET", elem_id="dataset-det")
-    histogram = gr.Plot(label="Distance histogram", elem_id="dataset-histogram")
-    gr.Markdown(
-        "### Errors\nForgeries with the smallest distances (false accepts) and genuine pairs with the largest "
-        "(false rejects), worst first; `wrong` says whether the threshold gets the pair wrong. Click a row to "
-        "open the pair in the verdict, correspondence, detail and attribution views."
-    )
-    error_limit = gr.Slider(5, 100, value=20, step=5, label="Pairs per list", elem_id="dataset-error-limit")
-    error_tables = {}
-    for kind, suffix in ERROR_KINDS.items():
-        error_tables[kind] = gr.Dataframe(
-            headers=ERROR_COLUMNS,
-            datatype=ERROR_TYPES,
-            interactive=False,
-            type="array",
-            max_height=420,
-            label=f"{kind.capitalize()}s (sortable; click a row to open the pair)",
-            elem_id=f"dataset-{suffix}",
+    view = DatasetView(context, roots, cache_dir)
+    view.wire()
+    build_research_views(context, roots, view.dataset, view.split, view.writer_limit, cache_dir)
+
+
+def open_selected(exploration: Exploration | None, event: gr.SelectData) -> tuple[str, str, PairContext]:
+    """The clicked row of an error list, as the pair views open it."""
+    if exploration is None or not event.row_value:
+        raise gr.Error("Run an evaluation first, then click a row of the error list.")
+    return opened_pair(exploration, int(event.row_value[0]))
+
+
+def prepare_files(exploration: Exploration | None, with_png: bool) -> tuple[list[str], str]:
+    """The report files of the evaluation on screen, in a fresh temporary folder."""
+    if exploration is None:
+        raise gr.Error("Run an evaluation first.")
+    paths, note = export_report(exploration, tempfile.mkdtemp(prefix="dsn-report-"), png=bool(with_png))
+    return [str(p) for p in paths], note
+
+
+class DatasetView:
+    """The explorer's controls, metrics, figures, error lists and per-writer table: laid out on
+    construction, connected by ``wire``."""
+
+    def __init__(self, context: AppContext, roots: list[Path], cache_dir: str | Path | None) -> None:
+        self.context, self.roots, self.cache_dir = context, roots, cache_dir
+        self.default_threshold = float(context.model.config.threshold)
+        found = find_datasets(roots)
+        gr.Markdown(
+            "Evaluate the standard protocol (every genuine-genuine pair and every genuine-forged pair of each writer) on a "
+            f"dataset under the data root{'s' if len(roots) > 1 else ''} {', '.join(f'`{r.name}`' for r in roots)}. "
+            "Embeddings are cached on disk, so a second run is quick.",
+            elem_classes="dsn-note",
         )
-    gr.Markdown("### Per writer")
-    writers = gr.Dataframe(headers=WRITER_COLUMNS, interactive=False, type="array", elem_id="dataset-writers")
-    with gr.Accordion("Download: per-pair CSV, metrics JSON, figures (HTML, PNG)", open=False):
-        png = gr.Checkbox(True, label="Also PNG figures (kaleido drives the local Chromium; ~10 s)")
-        export = gr.Button("Prepare report files", elem_id="dataset-export")
-        files = gr.File(file_count="multiple", label="Report files", interactive=False, elem_id="dataset-files")
-        export_note = gr.Markdown()
+        self.state = gr.State(None, time_to_live=STATE_SECONDS)
+        with gr.Row(equal_height=True):
+            self.dataset = gr.Dropdown(list(found), value=smallest_dataset(found), label="Dataset", elem_id="dataset-choice")
+            self.split = gr.Radio(list(SPLITS), value="test", label="Split (writer-independent)", elem_id="dataset-split")
+            self.writer_limit = gr.Number(0, precision=0, minimum=0, label="Writer limit (0 = all)", elem_id="dataset-writer-limit")
+            self.run = gr.Button("Evaluate", variant="primary", elem_id="dataset-evaluate")
+        self.status = gr.Markdown(elem_id="dataset-status")
+        self.threshold = dataset_threshold_slider(
+            self.default_threshold,
+            0.001,
+            "Decision threshold (accept when distance ≤ threshold); moving it does not rerun the model",
+            "dataset-threshold",
+        )
+        self.metrics = gr.HTML(elem_id="dataset-metrics")
+        with gr.Row():
+            self.roc = gr.Plot(label="ROC", elem_id="dataset-roc")
+            self.det = gr.Plot(label="DET", elem_id="dataset-det")
+        self.histogram = gr.Plot(label="Distance histogram", elem_id="dataset-histogram")
+        gr.Markdown(
+            "### Errors\nForgeries with the smallest distances (false accepts) and genuine pairs with the largest "
+            "(false rejects), worst first; `wrong` says whether the threshold gets the pair wrong. Click a row to "
+            "open the pair in the verdict, correspondence, detail and attribution views."
+        )
+        self.error_limit = gr.Slider(5, 100, value=20, step=5, label="Pairs per list", elem_id="dataset-error-limit")
+        self.error_tables = {
+            kind: gr.Dataframe(
+                headers=ERROR_COLUMNS,
+                datatype=ERROR_TYPES,
+                interactive=False,
+                type="array",
+                max_height=420,
+                label=f"{kind.capitalize()}s (sortable; click a row to open the pair)",
+                elem_id=f"dataset-{suffix}",
+            )
+            for kind, suffix in ERROR_KINDS.items()
+        }
+        gr.Markdown("### Per writer")
+        self.writers = gr.Dataframe(headers=WRITER_COLUMNS, interactive=False, type="array", elem_id="dataset-writers")
+        with gr.Accordion("Download: per-pair CSV, metrics JSON, figures (HTML, PNG)", open=False):
+            self.png = gr.Checkbox(True, label="Also PNG figures (kaleido drives the local Chromium; ~10 s)")
+            self.export = gr.Button("Prepare report files", elem_id="dataset-export")
+            self.files = gr.File(file_count="multiple", label="Report files", interactive=False, elem_id="dataset-files")
+            self.export_note = gr.Markdown()
 
     async def evaluate_dataset(
+        self,
         name: str,
         split_name: str,
         limit: float | None,
@@ -240,56 +267,63 @@ def _build(context: AppContext, roots: list[Path], cache_dir: str | Path | None)
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
+        """Evaluate the chosen split (a slow job), then fill every view at the slider's threshold."""
+
         def work(job: Job) -> Exploration:
             try:
                 with user_errors():
+                    writers = int(limit or 0) or None
                     return explore(
-                        model, name, roots, split_name, int(limit or 0) or None, float(current), cache_dir, progress=job.progress(progress)
+                        self.context.model,
+                        name,
+                        self.roots,
+                        split_name,
+                        writers,
+                        float(current),
+                        self.cache_dir,
+                        progress=job.progress(progress),
                     )
             except PermissionError as error:
                 raise gr.Error(str(error), title="Not allowed", print_exception=False) from error
 
         exploration = await run_job("The evaluation", BUDGET_S["dataset evaluation"], request, work)
         top = float(exploration.result.scores.distance.max())
-        slider = gr.Slider(maximum=round(max(2.0, 3.0 * default_threshold, 1.05 * top), 2), value=float(current))
+        slider = gr.Slider(maximum=round(max(2.0, 3.0 * self.default_threshold, 1.05 * top), 2), value=float(current))
         figs = figures(exploration.result)
         return (exploration, status_markdown(exploration), slider, figs.get("det"), *_views(exploration, rows))
 
+    @staticmethod
     def rethreshold(exploration: Exploration | None, value: float, rows: float) -> tuple:
+        """Every view re-decided at a new threshold from the stored distances, without the model."""
         if exploration is None:
             return None, "", None, None, [], [], []
         judged = exploration.at_threshold(float(value))
         return (judged, *_views(judged, rows))
 
-    def open_selected(exploration: Exploration | None, event: gr.SelectData) -> tuple[str, str, PairContext]:
-        if exploration is None or not event.row_value:
-            raise gr.Error("Run an evaluation first, then click a row of the error list.")
-        return opened_pair(exploration, int(event.row_value[0]))
-
-    def prepare_files(exploration: Exploration | None, with_png: bool) -> tuple[list[str], str]:
-        if exploration is None:
-            raise gr.Error("Run an evaluation first.")
-        paths, note = export_report(exploration, tempfile.mkdtemp(prefix="dsn-report-"), png=bool(with_png))
-        return [str(p) for p in paths], note
-
-    views = [metrics, roc, histogram, *error_tables.values(), writers]
-    run.click(
-        evaluate_dataset,
-        [dataset, split, writer_limit, threshold, error_limit],
-        [state, status, threshold, det, *views],
-        api_visibility="private",
-        show_progress_on=[status],  # one progress display, not an overlay on every output
-        **SLOW_LANE,
-    )
-    threshold.input(rethreshold, [state, threshold, error_limit], [state, *views], api_visibility="private", trigger_mode="always_last")
-    error_limit.input(
-        lambda exploration, limit: [error_table(exploration, limit, kind) for kind in ERROR_KINDS],
-        [state, error_limit],
-        list(error_tables.values()),
-        api_visibility="private",
-        trigger_mode="always_last",
-    )
-    for table in error_tables.values():
-        context.pair.open_pair_on(table.select, open_selected, [state])
-    build_research_views(context, roots, dataset, split, writer_limit, cache_dir)
-    export.click(prepare_files, [state, png], [files, export_note], api_visibility="private")
+    def wire(self) -> None:
+        views = [self.metrics, self.roc, self.histogram, *self.error_tables.values(), self.writers]
+        self.run.click(
+            self.evaluate_dataset,
+            [self.dataset, self.split, self.writer_limit, self.threshold, self.error_limit],
+            [self.state, self.status, self.threshold, self.det, *views],
+            api_visibility="private",
+            show_progress_on=[self.status],  # one progress display, not an overlay on every output
+            **SLOW_LANE,
+        )
+        self.threshold.input(
+            self.rethreshold,
+            [self.state, self.threshold, self.error_limit],
+            [self.state, *views],
+            api_visibility="private",
+            trigger_mode="always_last",
+        )
+        self.error_limit.input(
+            lambda exploration, limit: [error_table(exploration, limit, kind) for kind in ERROR_KINDS],
+            [self.state, self.error_limit],
+            list(self.error_tables.values()),
+            api_visibility="private",
+            trigger_mode="always_last",
+        )
+        for table in self.error_tables.values():
+            self.context.pair.open_pair_on(table.select, open_selected, [self.state])
+        self.export.click(prepare_files, [self.state, self.png], [self.files, self.export_note], api_visibility="private")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+from gradio.events import Dependency
 
 from dsn.inference import PairAnalysis
 from dsn.inspect.figures import dsi_figure, frequency_profile_figure
@@ -31,6 +32,16 @@ class DetailView:
     block: gr.Dropdown  # 0-based block index within the stage
     dsi: gr.Plot
     frequency: gr.Plot
+
+    def wire(self, analysis: gr.State) -> None:
+        """A new stage lists its blocks and draws the first; a block choice re-draws."""
+        self.stage.change(on_stage, [analysis, self.stage], [self.block, self.dsi, self.frequency], api_visibility="private")
+        self.block.input(render, [analysis, self.stage, self.block], [self.dsi, self.frequency], api_visibility="private")
+
+    def follow(self, verified: Dependency, analysis: gr.State) -> None:
+        """After a pair is verified: its DSI maps at the chosen stage and block."""
+        outputs = [self.block, self.dsi, self.frequency]
+        verified.success(on_new_pair, [analysis, self.stage, self.block], outputs, api_visibility="private")
 
 
 def stage_choices(pool_sizes: tuple[int, ...] = POOL_SIZES) -> list[tuple[str, int]]:

@@ -95,10 +95,65 @@ def thumbnails(result: ReferenceSetResult, reference_paths: list[str], query_pat
     return items
 
 
+PENDING_HTML = "<div class='dsn-verdict dsn-waiting' id='refset-pending'><span>Comparing…</span></div>"
+REFUSED_HTML = (
+    "<div class='dsn-verdict dsn-refused' id='refset-refused'><span class='word'>No result</span>"
+    "<span class='facts'>the comparison was refused; the message says why.</span></div>"
+)
+
+
 def build_reference_tab(context: AppContext) -> None:
     """A ``TabBuilder`` for ``build_app``."""
-    model, default_threshold = context.model, float(context.model.config.threshold)
     with gr.Tab("Reference set", id=TAB_ID):
+        ReferenceSetView(context).wire()
+
+
+def rethreshold(current: ReferenceState | None, value: float) -> tuple:
+    """(state, decision, gallery, table) re-decided at ``value`` from the stored distances."""
+    if current is None:
+        return None, "", [], []
+    judged = ReferenceState(current.result.with_threshold(value), current.reference_paths, current.query_path)
+    return (
+        judged,
+        decision_html(judged.result),
+        thumbnails(judged.result, judged.reference_paths, judged.query_path),
+        table_rows(judged.result),
+    )
+
+
+def show(current: ReferenceState | None, index: int | None) -> object:
+    """The correspondences of the query with one reference."""
+    if current is None or index is None:
+        return None
+    return correspondence_figure(current.result.pair(int(index)))
+
+
+def chosen_pair(current: ReferenceState | None, index: int | None) -> tuple[str, str]:
+    """(reference, query) files of the chosen reference (else the closest), for the pair views."""
+    if current is None:
+        raise gr.Error("Compare a query with references first.")
+    reference = current.reference_paths[int(index) if index is not None else current.result.closest]
+    return reference, current.query_path
+
+
+def clear() -> tuple:
+    """Nothing of the previous comparison stays beside a new one, or beside a refusal."""
+    return None, PENDING_HTML, [], [], gr.Dropdown(choices=[]), None
+
+
+def keep_new_upload(value: list | None, before: list) -> tuple:
+    """A new upload replaces the set (Gradio appends it to the files already there): references are one writer's."""
+    paths = [str(getattr(f, "name", f)) for f in (value or [])]
+    new = [p for p in paths if p not in before] or paths
+    return new, new
+
+
+class ReferenceSetView:
+    """The references, the query, the combined decisions and the per-reference views: laid out on
+    construction, connected by ``wire``."""
+
+    def __init__(self, context: AppContext) -> None:
+        self.context = context
         how_to_read("references")
         gr.Markdown(
             "Check one query against several **genuine** signatures of the same writer. Each reference is compared "
@@ -106,29 +161,32 @@ def build_reference_tab(context: AppContext) -> None:
             f"(lenient: more references can only help acceptance). Up to {MAX_REFERENCES} references.",
             elem_classes="dsn-note",
         )
-        state = gr.State(None, time_to_live=STATE_SECONDS)
+        self.state = gr.State(None, time_to_live=STATE_SECONDS)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
-                references = gr.File(
+                self.references = gr.File(
                     file_count="multiple", file_types=["image"], label="Genuine references (one writer)", elem_id="refset-references"
                 )
-                query = SignatureUpload(
+                self.query = SignatureUpload(
                     type="filepath", sources=["upload", "clipboard"], label="Query signature", height=210, elem_id="refset-query"
                 )
-                threshold = dataset_threshold_slider(
-                    default_threshold, 0.005, "Decision threshold (accept when distance ≤ threshold)", "refset-threshold"
+                self.threshold = dataset_threshold_slider(
+                    float(context.model.config.threshold),
+                    0.005,
+                    "Decision threshold (accept when distance ≤ threshold)",
+                    "refset-threshold",
                 )
-                compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
+                self.compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
             with gr.Column(scale=3, min_width=300):
-                decision = gr.HTML(elem_id="refset-decision")
-                gallery = gr.Gallery(
+                self.decision = gr.HTML(elem_id="refset-decision")
+                self.gallery = gr.Gallery(
                     label="The query and each reference (distance, accepted?)",
                     columns=4,
                     height="auto",
                     object_fit="contain",  # whole signatures: "cover" cut them
                     elem_id="refset-gallery",
                 )
-                table = gr.Dataframe(
+                self.table = gr.Dataframe(
                     headers=TABLE_COLUMNS,
                     datatype=["number", "str", "number", "number", "number", "bool"],
                     interactive=False,
@@ -136,86 +194,44 @@ def build_reference_tab(context: AppContext) -> None:
                     wrap=True,  # long headers wrap, so the table fits a phone
                     elem_id="refset-table",
                 )
-                chosen = gr.Dropdown(choices=[], label="Patch correspondences with reference", elem_id="refset-chosen")
-                figure = gr.Plot(label="Patch correspondences", elem_id="refset-correspondence")
-                open_pair = gr.Button("Open this reference and the query in the pair views", elem_id="refset-open")
+                self.chosen = gr.Dropdown(choices=[], label="Patch correspondences with reference", elem_id="refset-chosen")
+                self.figure = gr.Plot(label="Patch correspondences", elem_id="refset-correspondence")
+                self.open_pair = gr.Button("Open this reference and the query in the pair views", elem_id="refset-open")
 
-    async def run(query_path: str | None, reference_files: list | None, value: float, request: gr.Request) -> tuple:
+    async def run(self, query_path: str | None, reference_files: list | None, value: float, request: gr.Request) -> tuple:
+        """Compare the query with every reference (a slow job) and fill every view."""
         with user_errors():
             query_file = str(require_file(query_path, "query"))
         paths = [str(getattr(f, "name", f)) for f in (reference_files or [])]
 
         def work(job: Job) -> ReferenceSetResult:
             with user_errors():
-                return compare_set(model, query_file, paths, float(value))
+                return compare_set(self.context.model, query_file, paths, float(value))
 
         result = await run_job("The comparison", BUDGET_S["reference set"], request, work)
         closest = result.closest
-        figure_ = correspondence_figure(result.pair(closest))
         return (
             ReferenceState(result, paths, query_file),
             decision_html(result),
             thumbnails(result, paths, query_file),
             table_rows(result),
             gr.Dropdown(choices=reference_choices(result), value=closest),
-            figure_,
+            correspondence_figure(result.pair(closest)),
         )
 
-    def rethreshold(current: ReferenceState | None, value: float) -> tuple:
-        if current is None:
-            return None, "", [], []
-        judged = ReferenceState(current.result.with_threshold(value), current.reference_paths, current.query_path)
-        return (
-            judged,
-            decision_html(judged.result),
-            thumbnails(judged.result, judged.reference_paths, judged.query_path),
-            table_rows(judged.result),
+    def wire(self) -> None:
+        private = {"api_visibility": "private"}
+        outputs = [self.state, self.decision, self.gallery, self.table, self.chosen, self.figure]
+        step = self.compare.click(clear, None, outputs, queue=False, **private).then(
+            self.run, [self.query, self.references, self.threshold], outputs, show_progress_on=[self.decision], **private, **SLOW_LANE
         )
-
-    def show(current: ReferenceState | None, index: int | None) -> object:
-        if current is None or index is None:
-            return None
-        return correspondence_figure(current.result.pair(int(index)))
-
-    def chosen_pair(current: ReferenceState | None, index: int | None) -> tuple[str, str]:
-        if current is None:
-            raise gr.Error("Compare a query with references first.")
-        reference = current.reference_paths[int(index) if index is not None else current.result.closest]
-        return reference, current.query_path
-
-    def clear() -> tuple:
-        """Nothing of the previous comparison stays beside a new one, or beside a refusal."""
-        return (
-            None,
-            "<div class='dsn-verdict dsn-waiting' id='refset-pending'><span>Comparing…</span></div>",
-            [],
-            [],
-            gr.Dropdown(choices=[]),
-            None,
+        step.failure(lambda: REFUSED_HTML, None, self.decision, queue=False, **private)  # one message, not "Error" on every output
+        decided = [self.state, self.decision, self.gallery, self.table]
+        self.threshold.input(rethreshold, [self.state, self.threshold], decided, trigger_mode="always_last", **private)
+        self.chosen.input(show, [self.state, self.chosen], self.figure, **private)
+        uploaded_before = gr.State([])
+        self.references.upload(
+            keep_new_upload, [self.references, uploaded_before], [self.references, uploaded_before], queue=False, **private
         )
-
-    refused = (
-        "<div class='dsn-verdict dsn-refused' id='refset-refused'><span class='word'>No result</span>"
-        "<span class='facts'>the comparison was refused; the message says why.</span></div>"
-    )
-    outputs = [state, decision, gallery, table, chosen, figure]
-    step = compare.click(clear, None, outputs, queue=False, api_visibility="private").then(
-        run, [query, references, threshold], outputs, api_visibility="private", show_progress_on=[decision], **SLOW_LANE
-    )
-    step.failure(lambda: refused, None, decision, queue=False, api_visibility="private")  # one message, not "Error" on every output
-    threshold.input(
-        rethreshold, [state, threshold], [state, decision, gallery, table], api_visibility="private", trigger_mode="always_last"
-    )
-    chosen.input(show, [state, chosen], figure, api_visibility="private")
-
-    # A new upload replaces the set (Gradio appends it to the files already there): references are one writer's.
-    uploaded_before = gr.State([])
-
-    def keep_new_upload(value: list | None, before: list) -> tuple:
-        paths = [str(getattr(f, "name", f)) for f in (value or [])]
-        new = [p for p in paths if p not in before] or paths
-        return new, new
-
-    references.upload(keep_new_upload, [references, uploaded_before], [references, uploaded_before], queue=False, api_visibility="private")
-    references.clear(lambda: [], None, uploaded_before, queue=False, api_visibility="private")
-    context.pair.open_pair_on(open_pair.click, chosen_pair, [state, chosen])
+        self.references.clear(lambda: [], None, uploaded_before, queue=False, **private)
+        self.context.pair.open_pair_on(self.open_pair.click, chosen_pair, [self.state, self.chosen])

@@ -15,8 +15,8 @@ import numpy as np
 from dsn.evaluation.metrics import share_at_most
 from dsn.inference import PairAnalysis
 from dsn.inspect.figures import distance_bar_figure
+from dsn.model_info import ModelInfo
 from dsn.ui.guide import how_to_read
-from dsn.ui.runtime import ModelInfo
 
 WAITING_HTML = (
     "<div class='dsn-verdict dsn-waiting'><span>Click an example under the <b>Verify</b> button, or give two signatures "
@@ -44,6 +44,16 @@ class VerdictView:
     query_view: gr.Image
     summary: gr.JSON
     spread: dict | None = None  # the checkpoint's val distance percentiles, for the plain reading
+
+    def wire(self, analysis: gr.State, banner: gr.HTML) -> None:
+        """The threshold slider re-decides the stored pair without running the model."""
+        self.threshold.change(
+            lambda pair, value: rethreshold(pair, value, self.spread),
+            [analysis, self.threshold],
+            [analysis, banner, self.bar, self.summary],
+            api_visibility="private",
+            trigger_mode="always_last",
+        )
 
 
 def threshold_slider(info: ModelInfo) -> gr.Slider:

@@ -1,0 +1,118 @@
+"""What a loaded model is: where its weights came from, where it runs, what its checkpoint measured.
+
+``ModelInfo.of(model)`` is the one description of a model from ``dsn.load``: the app's header, the
+pair reports, the command line and evaluation all say the same thing about it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsn.inference import source_label
+from dsn.model.detailsemnet import DetailSemNet
+
+
+@dataclass
+class ModelInfo:
+    """What every caller says about a model: the header, the reports, the command line."""
+
+    source: str | None  # local folder or hf:// source; None = random initialisation
+    device: str
+    backbone: str
+    parameters: int
+    threshold: float
+    metrics: dict = field(default_factory=dict)  # flattened numbers from the checkpoint's metrics.json
+    test_data: str = ""  # dataset folder name the "test" metrics were measured on
+    structural_weight: float = 1.0
+    distance_spread: dict | None = None  # percentiles of val genuine / forged distances (metrics.json "val_distances")
+    label: str = "random initialisation"  # the weights as people name them: folder name or Hub id
+    sinkhorn: str = ""  # the matching's settings, e.g. "epsilon 0.1, 100 iterations"
+
+    @classmethod
+    def of(cls, model: DetailSemNet) -> ModelInfo:
+        """The one description of a loaded model (from ``dsn.load``): where it came from, where it runs, what it measured."""
+        source = getattr(model, "source", None)
+        measured = read_checkpoint_metrics(str(source) if source is not None else None)
+        return cls(
+            source=str(source) if source is not None else None,
+            device=str(next(model.parameters()).device),
+            backbone=model.config.backbone,
+            parameters=sum(p.numel() for p in model.parameters()),
+            threshold=float(model.config.threshold),
+            metrics=_flatten_numbers(measured),
+            test_data=Path(str((measured.get("test_info") or {}).get("data") or "")).name,
+            structural_weight=float(model.config.structural_weight),
+            distance_spread=spread_of(measured),
+            label=source_label(model),
+            sinkhorn=f"epsilon {model.config.epsilon_eval:g}, {model.config.sinkhorn_iterations} iterations",
+        )
+
+    def description(self, threshold: float, threshold_source: str) -> dict[str, str]:
+        """The model as a report states it, beside a decision taken at ``threshold``."""
+        return {
+            "weights": self.label,
+            "backbone": self.backbone,
+            "threshold": f"{threshold:.4f} ({threshold_source})",
+            "Sinkhorn": self.sinkhorn,
+        }
+
+    @property
+    def max_distance(self) -> float:
+        """Global distance of unit vectors <= 2, cosine cost <= 2: the total never exceeds this."""
+        return 2.0 * (1.0 + self.structural_weight)
+
+    @property
+    def summary(self) -> str:
+        """One line: backbone, size and weights, e.g. \"dsnet_tiny, 1.47 M parameters, weights dsnet-tiny-joint4\"."""
+        return f"{self.backbone}, {self.parameters / 1e6:.2f} M parameters, weights {self.label}"
+
+    @property
+    def untrained(self) -> bool:
+        return self.source is None
+
+
+def _flatten_numbers(data: object, prefix: str = "") -> dict[str, float]:
+    if isinstance(data, bool):
+        return {}
+    if isinstance(data, (int, float)):
+        return {prefix: float(data)}
+    if isinstance(data, dict):
+        out: dict[str, float] = {}
+        for key, value in data.items():
+            out.update(_flatten_numbers(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {}
+
+
+def read_checkpoint_metrics(source: str | None) -> dict:
+    """``metrics.json`` next to the weights, so the UI can quote it honestly; {} if absent or unreadable."""
+    if source is None:
+        return {}
+    from dsn.model.weights import WeightsError, resolve
+
+    try:
+        folder = resolve(source)  # a Hub source is already in the local cache after loading
+    except WeightsError:
+        return {}
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def spread_of(measured: dict) -> dict | None:
+    """The checkpoint's val distance percentiles when metrics.json has a usable set, else None."""
+    spread = measured.get("val_distances")
+    try:
+        keys = ("percent", "genuine", "forged")
+        if isinstance(spread, dict) and len({len(spread[k]) for k in keys}) == 1 and len(spread["percent"]) > 1:
+            return {k: [float(v) for v in spread[k]] for k in keys}
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
