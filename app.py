@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     try:
-        from dsn.model_info import ModelInfo
+        from dsn.loading import ModelInfo
         from dsn.ui.runtime import pick_device
 
         model = dsn.load(args.weights, device=pick_device())

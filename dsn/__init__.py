@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsn.inference import PairAnalysis, is_untrained, verify
+from dsn.inference import PairAnalysis, verify
 from dsn.inference import analyze_pair as analyze
+from dsn.loading import is_untrained
 from dsn.model import DetailSemNet, DetailSemNetConfig
 from dsn.precision import set_precision
 
@@ -29,8 +30,8 @@ __all__ = ["DetailSemNet", "DetailSemNetConfig", "PairAnalysis", "analyze", "eva
 def load(source: str | Path | None = None, *, device: str | None = None, allow_untrained: bool = True) -> DetailSemNet:
     """Weights from a folder or ``hf://owner/repo[@revision]``; by default the embedded checkpoint
     (``DSN_WEIGHTS`` overrides it), else a random model that :func:`is_untrained` reports
-    (``allow_untrained=False`` refuses that). See ``dsn.inference.load``."""
-    from dsn.inference import load as load_model
+    (``allow_untrained=False`` refuses that). See ``dsn.loading.load``."""
+    from dsn.loading import load as load_model
 
     return load_model(source, device=device, allow_untrained=allow_untrained)
 

@@ -32,9 +32,9 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from dsn.data.preprocess import PreprocessError
-    from dsn.inference import is_untrained, load, verify
+    from dsn.inference import verify
+    from dsn.loading import ModelInfo, is_untrained, load
     from dsn.model.weights import WeightsError
-    from dsn.model_info import ModelInfo
 
     try:
         model = load(args.weights)
@@ -117,7 +117,7 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from dsn.evaluation.evaluate import evaluate, format_summary, load_images_and_pairs
     from dsn.evaluation.multi_reference import format_multi_reference, multi_reference_metrics
     from dsn.evaluation.report import write_pair_rows, write_report
-    from dsn.inference import is_untrained, load
+    from dsn.loading import is_untrained, load
     from dsn.model.weights import WeightsError
     from dsn.precision import set_precision
 
@@ -297,7 +297,7 @@ def run_convert(args: argparse.Namespace) -> int:
     except (ConversionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from dsn.model_info import ModelInfo
+    from dsn.loading import ModelInfo
 
     print(f"wrote {args.out_dir}: {ModelInfo.of(model).summary}, threshold {model.config.threshold:g}")
     print(f"use it with: python -m dsn verify --weights {args.out_dir} REF.png QUERY.png")

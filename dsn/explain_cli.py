@@ -69,7 +69,8 @@ def _bar(description: str) -> Iterator[Callable[[float, str], None]]:
 def _load(args: argparse.Namespace) -> tuple:
     import torch
 
-    from dsn.inference import analyze_pair, load, source_label
+    from dsn.inference import analyze_pair
+    from dsn.loading import load, source_label
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,7 +193,7 @@ def _dataset_frequency(args: argparse.Namespace) -> int:
 
     from dsn.checks.frequency import evaluate_bands
     from dsn.data.dataset import list_images, load_splits
-    from dsn.inference import load
+    from dsn.loading import load
 
     if args.threads:
         torch.set_num_threads(args.threads)

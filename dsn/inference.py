@@ -27,12 +27,12 @@ import torch
 
 from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed, PreprocessError, preprocess
+from dsn.loading import is_untrained
 from dsn.model.detailsemnet import DetailSemNet, Embedding, Verification, accepts
 from dsn.model.dsi import DSIMaps, recording_dsi_maps
 from dsn.model.tensors import array_bytes, map_tensors, to_cpu_float
 from dsn.precision import inference_autocast
 
-UNTRAINED_SOURCE = "random initialisation (untrained)"
 SIDES = ("reference", "query")
 
 
@@ -84,46 +84,6 @@ def load_input(model: DetailSemNet, source: object, label: str | None = None) ->
         if label is None:
             raise
         raise PreprocessError(f"{label}: {error}") from error
-
-
-# ----------------------------------------------------------------------------- weights
-def is_untrained(model: DetailSemNet) -> bool:
-    """Trained weights come only from ``DetailSemNet.load``, which records their source."""
-    return getattr(model, "source", None) is None
-
-
-def source_label(weights: DetailSemNet | str | Path | None) -> str:
-    """The weights' public name, the one way every caller names them: a Hub id as given, a local checkpoint by
-    its folder name (never a server path). ``weights``: a loaded model, or its source (None: random weights)."""
-    source = getattr(weights, "source", None) if isinstance(weights, torch.nn.Module) else weights
-    if source is None:
-        return UNTRAINED_SOURCE
-    source = str(source)
-    return source if source.startswith("hf://") else (Path(source).name or source)
-
-
-def load(source: str | Path | None = None, *, device: str | torch.device | None = None, allow_untrained: bool = True) -> DetailSemNet:
-    """The one way to get a model ready to verify, for the API, the CLI, evaluation, the app and the tools.
-
-    ``source``: a checkpoint folder or ``hf://owner/repo[@revision]``; by default the embedded
-    checkpoint (``DSN_WEIGHTS`` overrides it). Without any, a random model (the same on every start)
-    that :func:`is_untrained` reports, so the tools stay usable before a checkpoint exists; callers
-    must say loudly that its verdicts mean nothing, and ``allow_untrained=False`` refuses it instead.
-    """
-    from dsn.model.weights import WeightsError, default_weights
-
-    chosen = str(source) if source is not None else default_weights()
-    if chosen is None:
-        if not allow_untrained:
-            raise WeightsError(
-                "No weights given and no default checkpoint in checkpoints/. Pass --weights FOLDER|hf://owner/repo, "
-                "or --allow-untrained to use a randomly initialised model (meaningless numbers)."
-            )
-        torch.manual_seed(0)
-        model = DetailSemNet()
-    else:
-        model = DetailSemNet.load(chosen)
-    return (model.to(device) if device is not None else model).eval()
 
 
 # ----------------------------------------------------------------------------- one pair

@@ -177,7 +177,7 @@ def test_threshold_redecides_without_running_the_model() -> None:
 
 
 def test_header_names_the_checkpoint_without_the_servers_paths(tmp_path: Path) -> None:
-    from dsn.inference import source_label as label
+    from dsn.loading import source_label as label
     from dsn.model.weights import CHECKPOINTS_DIR
 
     assert label(str(CHECKPOINTS_DIR / "dsnet-tiny-cedar")) == "dsnet-tiny-cedar"

@@ -167,7 +167,7 @@ def test_the_sanity_check_reports_each_step_and_the_app_estimates_it(model: Deta
 def test_the_pair_report_states_the_threshold_the_pair_was_judged_at(model: DetailSemNet, analysis: PairAnalysis) -> None:
     """After the slider moved, the report said the checkpoint's threshold labelled "given"."""
     from dsn.checks.pair_report import model_description
-    from dsn.model_info import ModelInfo
+    from dsn.loading import ModelInfo
 
     moved = analysis.with_threshold(0.3)
     assert model_description(model, moved)["threshold"] == "0.3000 (given)"

@@ -27,7 +27,7 @@ from dsn.evaluation.evaluate import (
 from dsn.evaluation.metrics import equal_error_rate
 from dsn.evaluation.report import det_figure, distance_histogram, per_writer_table, roc_figure
 from dsn.evaluation.scoring import PairScores
-from dsn.inference import is_untrained, load
+from dsn.loading import is_untrained, load
 from dsn.model import weights
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.precision import set_precision
@@ -234,7 +234,7 @@ def test_cli_evaluate_reuses_the_embedding_cache_unless_told_not_to(
 
 
 def test_reports_name_the_checkpoint_not_the_server_path(tmp_path: Path) -> None:
-    from dsn.inference import source_label
+    from dsn.loading import source_label
     from dsn.model.detailsemnet import DetailSemNet
 
     folder = tmp_path / "deep" / "server" / "path" / "my-checkpoint"

@@ -18,8 +18,8 @@ LAYERS = [
     ["dsn.precision"],  # which device and number format: no dsn imports at all
     ["dsn.model"],
     ["dsn.data"],
+    ["dsn.loading"],  # the one loader and the one description of a loaded model
     ["dsn.inference", "dsn.hub"],
-    ["dsn.model_info"],  # what a loaded model is: the one description every caller uses
     ["dsn.evaluation"],
     ["dsn.training", "dsn.inspect"],
     ["dsn.checks"],  # checks of the explanations the per-pair views show
@@ -202,11 +202,11 @@ def test_one_public_way_to_name_weights() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "source_label"
     ]
-    assert defined == ["dsn.inference"], defined
+    assert defined == ["dsn.loading"], defined
 
 
 def test_one_public_way_to_load_a_model() -> None:
-    """``dsn.load`` (``dsn.inference.load``) is the loader: a second function that loads a model would drift from it."""
+    """``dsn.load`` (``dsn.loading.load``) is the loader: a second function that loads a model would drift from it."""
     loaders = [
         f"{module_name(path)}.{node.name}"
         for path in sorted(PACKAGE.rglob("*.py"))
@@ -216,4 +216,4 @@ def test_one_public_way_to_load_a_model() -> None:
         and node.returns is not None
         and "DetailSemNet" in ast.unparse(node.returns)
     ]
-    assert loaders == ["dsn.load", "dsn.inference.load"], loaders
+    assert loaders == ["dsn.load", "dsn.loading.load"], loaders

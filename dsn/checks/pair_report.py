@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from dsn.inference import PairAnalysis
+from dsn.loading import ModelInfo
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.model_info import ModelInfo
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dsn.data.dataset import split_images_of
 from dsn.evaluation.evaluate import evaluate, pair_metrics
 from dsn.evaluation.metrics import distance_spread
 from dsn.hub.modelcard import METRICS_NAME
-from dsn.inference import load
+from dsn.loading import load
 from dsn.model.weights import WEIGHTS_NAME
 
 

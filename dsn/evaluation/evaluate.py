@@ -19,8 +19,8 @@ from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in not
 from dsn.data.dataset import ImageCache, Pair, SignatureImage, protocol_pairs, read_pairs_csv, split_images
 from dsn.evaluation.metrics import equal_error_rate, rates_at, summarize
 from dsn.evaluation.scoring import EMBED_BATCH, PairScores, embed_cache, score_pairs
+from dsn.loading import ModelInfo
 from dsn.model.detailsemnet import DetailSemNet, Embedding, accepts
-from dsn.model_info import ModelInfo
 from dsn.precision import precision_for
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)

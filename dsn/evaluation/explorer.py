@@ -30,7 +30,7 @@ from dsn.evaluation.embedding_cache import CacheStats, EmbeddingCache
 from dsn.evaluation.evaluate import EvaluationResult, evaluate, pair_metrics, per_writer_metrics
 from dsn.evaluation.metrics import rates_at
 from dsn.evaluation.report import det_figure, distance_histogram, roc_figure, write_report
-from dsn.inference import is_untrained
+from dsn.loading import is_untrained
 from dsn.model.detailsemnet import DetailSemNet
 
 SEARCH_DEPTH = 2  # a root may be a dataset, hold datasets, or hold folders of datasets

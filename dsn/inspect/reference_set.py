@@ -21,7 +21,8 @@ import numpy as np
 
 from dsn.data.handwriting import handwriting_warnings
 from dsn.data.preprocess import Preprocessed
-from dsn.inference import PairAnalysis, compare, embed_many, is_untrained
+from dsn.inference import PairAnalysis, compare, embed_many
+from dsn.loading import is_untrained
 from dsn.model.detailsemnet import DetailSemNet, Verification, accepts
 from dsn.model.tensors import map_tensors
 

@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    from dsn.inference import load
-    from dsn.model_info import ModelInfo
+    from dsn.loading import ModelInfo, load
     from dsn.ui.runtime import pick_device  # the app's own loading: same weights, device and fallbacks
 
     model = load(args.weights, device=pick_device())

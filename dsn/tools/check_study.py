@@ -22,8 +22,9 @@ from dsn.checks.faithfulness import faithfulness
 from dsn.checks.plan_check import plan_check
 from dsn.checks.sanity import sanity_check
 from dsn.data.dataset import load_splits
-from dsn.inference import analyze_pair, load
+from dsn.inference import analyze_pair
 from dsn.inspect.attribution import METHODS, attribute
+from dsn.loading import load
 
 
 def main(argv: list[str] | None = None) -> int:

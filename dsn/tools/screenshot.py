@@ -45,8 +45,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(weights: str | None = None) -> Iterator[tuple[gr.Blocks, str]]:
     """The app, launched in this process on a free port: yields (demo, url); closes it afterwards."""
-    from dsn.inference import load
-    from dsn.model_info import ModelInfo
+    from dsn.loading import ModelInfo, load
     from dsn.ui import build_app, launch_options, prepare
     from dsn.ui.runtime import pick_device
 

@@ -32,9 +32,8 @@ from dsn.data.pack import read_pack
 from dsn.evaluation.metrics import equal_error_rate, summarize
 from dsn.evaluation.scoring import embed_cache, score_pairs
 from dsn.hub.modelcard import train_command, write_model_card
-from dsn.inference import load
+from dsn.loading import ModelInfo, load
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.model_info import ModelInfo
 from dsn.training import checkpoint, engine
 from dsn.training.config import TrainConfig
 from dsn.training.sampling import BatchStream, WriterIndex, batch_loader, name_groups, subset_writers, writer_weights

@@ -19,9 +19,8 @@ import gradio as gr
 from gradio.events import Dependency
 
 from dsn.hub.modelcard import dataset_label
-from dsn.inference import source_label
+from dsn.loading import ModelInfo, source_label
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.model_info import ModelInfo
 from dsn.ui.api import build_api
 from dsn.ui.compute import analyze_releasing_memory, user_errors
 from dsn.ui.context import FAST_LANE, PAIR_TAB, SESSION_CAPACITY, STATE_SECONDS, AppContext, PairViews, TabBuilder

@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.events import Dependency
 
+from dsn.loading import ModelInfo
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.model_info import ModelInfo
 from dsn.ui.inputs import UPLOAD, SignatureInput
 
 OPENED_DIR = Path(tempfile.gettempdir()) / "dsn-opened-pairs"  # Gradio serves files from the temp dir only

@@ -20,9 +20,10 @@ from dsn.checks.frequency import BAND_LABELS, BANDS, LOW_CUTOFF, MIDDLE_CUTOFF, 
 from dsn.checks.pair_report import PairReport, model_description, write_pair_report
 from dsn.checks.plan_check import PlanCheck, plan_check
 from dsn.checks.sanity import SanityCheck, cascade, sanity_check
-from dsn.inference import PairAnalysis, is_untrained
+from dsn.inference import PairAnalysis
 from dsn.inspect.attribution import LABELS, METHODS, Attribution
 from dsn.inspect.figures import attribution_figure, correspondence_figure, distance_bar_figure, dsi_figure
+from dsn.loading import is_untrained
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
 from dsn.ui.guide import how_to_read

@@ -15,7 +15,7 @@ import numpy as np
 from dsn.evaluation.metrics import share_at_most
 from dsn.inference import PairAnalysis
 from dsn.inspect.figures import distance_bar_figure
-from dsn.model_info import ModelInfo
+from dsn.loading import ModelInfo
 from dsn.ui.guide import how_to_read
 
 WAITING_HTML = (

@@ -1,7 +1,9 @@
-"""What a loaded model is: where its weights came from, where it runs, what its checkpoint measured.
+"""Where a model comes from: the one loader (``load``, exported as ``dsn.load``) and the one
+description of what was loaded (``ModelInfo.of``).
 
-``ModelInfo.of(model)`` is the one description of a model from ``dsn.load``: the app's header, the
-pair reports, the command line and evaluation all say the same thing about it.
+The app's header, the pair reports, the command line, evaluation and training all load through
+``load`` and say the same things about the model through ``ModelInfo``. Reading and writing the
+checkpoint files themselves is ``dsn.model.weights``' job.
 """
 
 from __future__ import annotations
@@ -10,8 +12,50 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsn.inference import source_label
+import torch
+
 from dsn.model.detailsemnet import DetailSemNet
+
+UNTRAINED_SOURCE = "random initialisation (untrained)"
+
+
+def is_untrained(model: DetailSemNet) -> bool:
+    """Trained weights come only from ``DetailSemNet.load``, which records their source."""
+    return getattr(model, "source", None) is None
+
+
+def source_label(weights: DetailSemNet | str | Path | None) -> str:
+    """The weights' public name, the one way every caller names them: a Hub id as given, a local checkpoint by
+    its folder name (never a server path). ``weights``: a loaded model, or its source (None: random weights)."""
+    source = getattr(weights, "source", None) if isinstance(weights, torch.nn.Module) else weights
+    if source is None:
+        return UNTRAINED_SOURCE
+    source = str(source)
+    return source if source.startswith("hf://") else (Path(source).name or source)
+
+
+def load(source: str | Path | None = None, *, device: str | torch.device | None = None, allow_untrained: bool = True) -> DetailSemNet:
+    """The one way to get a model ready to verify, for the API, the CLI, evaluation, the app and the tools.
+
+    ``source``: a checkpoint folder or ``hf://owner/repo[@revision]``; by default the embedded
+    checkpoint (``DSN_WEIGHTS`` overrides it). Without any, a random model (the same on every start)
+    that :func:`is_untrained` reports, so the tools stay usable before a checkpoint exists; callers
+    must say loudly that its verdicts mean nothing, and ``allow_untrained=False`` refuses it instead.
+    """
+    from dsn.model.weights import WeightsError, default_weights
+
+    chosen = str(source) if source is not None else default_weights()
+    if chosen is None:
+        if not allow_untrained:
+            raise WeightsError(
+                "No weights given and no default checkpoint in checkpoints/. Pass --weights FOLDER|hf://owner/repo, "
+                "or --allow-untrained to use a randomly initialised model (meaningless numbers)."
+            )
+        torch.manual_seed(0)
+        model = DetailSemNet()
+    else:
+        model = DetailSemNet.load(chosen)
+    return (model.to(device) if device is not None else model).eval()
 
 
 @dataclass
