@@ -52,37 +52,97 @@ def band_rows(metrics: dict[str, dict]) -> list[list]:
 def build_research_views(
     context: AppContext, roots: Sequence[Path], dataset: gr.Dropdown, split: gr.Radio, limit: gr.Number, cache_dir: str | Path | None
 ) -> None:
-    """Add both views below the explorer; call inside its tab."""
-    model = context.model
-    gr.Markdown(
-        "### The frequency experiment on this split\nEvery image of the selection filtered to LF, LMF and LHF "
-        "(cut-offs in the pair view's *Check the explanations* tab), the standard protocol scored under each, "
-        "at the checkpoint's threshold. Four backbone passes per image: the Hindi test split takes minutes."
-    )
-    bands_run = gr.Button("EER under each frequency filter", elem_id="bands-run")
-    bands_table = gr.Dataframe(headers=BAND_COLUMNS, interactive=False, type="array", elem_id="bands-table")
-    bands_plot = gr.Plot(label="EER per filter", elem_id="bands-eer-plot")
-    gr.Markdown("### Embedding map")
-    with gr.Row():
-        method = gr.Radio([("PCA", "pca"), ("t-SNE", "tsne")], value="pca", label="Projection", elem_id="map-method")
-        map_run = gr.Button("Draw the embedding map", elem_id="map-run")
-    state = gr.State(None, time_to_live=STATE_SECONDS)
-    bridge = gr.Textbox(visible="hidden", elem_id=EMBEDDING_BRIDGE_ID)
-    ready = gr.Textbox(visible="hidden", elem_id="embedding-pair-ready")
-    figure = gr.Plot(label="Embedding map", elem_id=EMBEDDING_PLOT_ID)
-    picked_text = gr.Markdown("Click two points to compare those two signatures.", elem_id="map-picked")
+    """Add both views below the explorer; call inside its tab. Both read the explorer's selection."""
+    selection = [dataset, split, limit]
+    BandsView(context, roots).wire(selection)
+    EmbeddingMapView(context, roots, cache_dir).wire(selection)
 
-    async def frequency_bands(name: str, split_name: str, writer_limit: float | None, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
+
+def pick(current: EmbeddingMap | None, value: str) -> tuple:
+    """A click on the map ("index:nonce"): the first point is remembered, the second opens the pair."""
+    if current is None or not value:
+        return current, gr.skip(), gr.skip(), gr.skip()
+    index = int(value.split(":")[0])
+    if not 0 <= index < len(current.images):
+        return current, gr.skip(), gr.skip(), gr.skip()
+    current.picked = [*current.picked, index][-2:] if len(current.picked) < 2 else [index]
+    names = [
+        f"writer {current.images[i].writer} {'genuine' if current.images[i].genuine else 'forged'} {current.images[i].index:02d}"
+        for i in current.picked
+    ]
+    figure = embedding_map_figure(current.coords, current.images, current.method, current.picked)
+    if len(current.picked) < 2:
+        return current, figure, f"Picked **{names[0]}**; click a second point.", gr.skip()
+    return current, figure, f"Opening **{names[0]}** (reference) and **{names[1]}** (query) in the pair views.", f"{time.time()}"
+
+
+def chosen_pair(current: EmbeddingMap | None) -> tuple[str, str, PairContext]:
+    """The two picked signatures as the pair views open them, with what is known about them."""
+    if current is None or len(current.picked) < 2:
+        raise gr.Error("Click two points of the map first.")
+    a, b = (current.images[i] for i in current.picked)
+    same = a.writer == b.writer
+    label = (
+        f"{'same writer' if same else 'different writers'}: writer {a.writer} {'genuine' if a.genuine else 'forged'} vs "
+        f"writer {b.writer} {'genuine' if b.genuine else 'forged'}"
+    )
+    return str(a.path), str(b.path), PairContext(label, a.path.name, b.path.name, source="Embedding map")
+
+
+class BandsView:
+    """EER of the selection under each frequency filter."""
+
+    def __init__(self, context: AppContext, roots: Sequence[Path]) -> None:
+        self.model, self.roots = context.model, roots
+        gr.Markdown(
+            "### The frequency experiment on this split\nEvery image of the selection filtered to LF, LMF and LHF "
+            "(cut-offs in the pair view's *Check the explanations* tab), the standard protocol scored under each, "
+            "at the checkpoint's threshold. Four backbone passes per image: the Hindi test split takes minutes."
+        )
+        self.run = gr.Button("EER under each frequency filter", elem_id="bands-run")
+        self.table = gr.Dataframe(headers=BAND_COLUMNS, interactive=False, type="array", elem_id="bands-table")
+        self.plot = gr.Plot(label="EER per filter", elem_id="bands-eer-plot")
+
+    async def frequency_bands(
+        self,
+        name: str,
+        split_name: str,
+        writer_limit: float | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio injects progress through this default)
+    ) -> tuple:
+        """The protocol scored under each filter (a slow job): table and figure."""
+
         def work(job: Job) -> dict[str, dict]:
             with user_errors():
-                images = _selection(name, split_name, writer_limit, roots)
-                return evaluate_bands(model, images, progress=job.progress(progress))
+                images = _selection(name, split_name, writer_limit, self.roots)
+                return evaluate_bands(self.model, images, progress=job.progress(progress))
 
         metrics = await run_job("The frequency evaluation", BUDGET_S["dataset evaluation"], request, work)
-        title = f"EER under each frequency filter: {name} {split_name}, threshold {model.config.threshold:.3f} for FAR/FRR"
+        title = f"EER under each frequency filter: {name} {split_name}, threshold {self.model.config.threshold:.3f} for FAR/FRR"
         return band_rows(metrics), band_eer_figure(metrics, title)
 
+    def wire(self, selection: list) -> None:
+        self.run.click(self.frequency_bands, selection, [self.table, self.plot], api_visibility="private", **SLOW_LANE)
+
+
+class EmbeddingMapView:
+    """The selection's embeddings projected to 2-D; two clicks open a pair."""
+
+    def __init__(self, context: AppContext, roots: Sequence[Path], cache_dir: str | Path | None) -> None:
+        self.context, self.roots, self.cache_dir = context, roots, cache_dir
+        gr.Markdown("### Embedding map")
+        with gr.Row():
+            self.method = gr.Radio([("PCA", "pca"), ("t-SNE", "tsne")], value="pca", label="Projection", elem_id="map-method")
+            self.run = gr.Button("Draw the embedding map", elem_id="map-run")
+        self.state = gr.State(None, time_to_live=STATE_SECONDS)
+        self.bridge = gr.Textbox(visible="hidden", elem_id=EMBEDDING_BRIDGE_ID)
+        self.ready = gr.Textbox(visible="hidden", elem_id="embedding-pair-ready")
+        self.figure = gr.Plot(label="Embedding map", elem_id=EMBEDDING_PLOT_ID)
+        self.picked = gr.Markdown("Click two points to compare those two signatures.", elem_id="map-picked")
+
     async def draw_map(
+        self,
         name: str,
         split_name: str,
         writer_limit: float | None,
@@ -90,12 +150,14 @@ def build_research_views(
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio injects progress through this default)
     ) -> tuple:
+        """Embed the selection (through the disk cache) and project it (a slow job)."""
+
         def work(job: Job) -> EmbeddingMap:
             with user_errors():
-                images = _selection(name, split_name, writer_limit, roots)
+                images = _selection(name, split_name, writer_limit, self.roots)
                 report = job.progress(progress)
-                embedding = EmbeddingCache(cache_dir).embed(
-                    model, images, progress=lambda done, total, stage: report(0.9 * done / total, f"{stage} {done}/{total}")
+                embedding = EmbeddingCache(self.cache_dir).embed(
+                    self.context.model, images, progress=lambda done, total, stage: report(0.9 * done / total, f"{stage} {done}/{total}")
                 )
                 report(0.95, f"{how.upper()} of {len(images)} embeddings")
                 return EmbeddingMap(images, project(embedding.global_feature.numpy(), how), how)
@@ -107,35 +169,8 @@ def build_research_views(
             "Click two points to compare those two signatures.",
         )
 
-    def pick(current: EmbeddingMap | None, value: str) -> tuple:
-        if current is None or not value:
-            return current, gr.skip(), gr.skip(), gr.skip()
-        index = int(value.split(":")[0])
-        if not 0 <= index < len(current.images):
-            return current, gr.skip(), gr.skip(), gr.skip()
-        current.picked = [*current.picked, index][-2:] if len(current.picked) < 2 else [index]
-        names = [
-            f"writer {current.images[i].writer} {'genuine' if current.images[i].genuine else 'forged'} {current.images[i].index:02d}"
-            for i in current.picked
-        ]
-        figure_ = embedding_map_figure(current.coords, current.images, current.method, current.picked)
-        if len(current.picked) < 2:
-            return current, figure_, f"Picked **{names[0]}**; click a second point.", gr.skip()
-        return current, figure_, f"Opening **{names[0]}** (reference) and **{names[1]}** (query) in the pair views.", f"{time.time()}"
-
-    def chosen_pair(current: EmbeddingMap | None) -> tuple[str, str, PairContext]:
-        if current is None or len(current.picked) < 2:
-            raise gr.Error("Click two points of the map first.")
-        a, b = (current.images[i] for i in current.picked)
-        same = a.writer == b.writer
-        label = (
-            f"{'same writer' if same else 'different writers'}: writer {a.writer} {'genuine' if a.genuine else 'forged'} vs "
-            f"writer {b.writer} {'genuine' if b.genuine else 'forged'}"
-        )
-        return str(a.path), str(b.path), PairContext(label, a.path.name, b.path.name, source="Embedding map")
-
-    selection = [dataset, split, limit]
-    bands_run.click(frequency_bands, selection, [bands_table, bands_plot], api_visibility="private", **SLOW_LANE)
-    map_run.click(draw_map, [*selection, method], [state, figure, picked_text], api_visibility="private", **SLOW_LANE)
-    bridge.change(pick, [state, bridge], [state, figure, picked_text, ready], api_visibility="private")
-    context.pair.open_pair_on(ready.change, chosen_pair, [state])
+    def wire(self, selection: list) -> None:
+        private = {"api_visibility": "private"}
+        self.run.click(self.draw_map, [*selection, self.method], [self.state, self.figure, self.picked], **private, **SLOW_LANE)
+        self.bridge.change(pick, [self.state, self.bridge], [self.state, self.figure, self.picked, self.ready], **private)
+        self.context.pair.open_pair_on(self.ready.change, chosen_pair, [self.state])
