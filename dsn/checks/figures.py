@@ -100,6 +100,12 @@ def _paired_line(fig: go.Figure, col: int, x: object, y: object, name: str, meth
     fig.add_trace(trace, 1, col)
 
 
+def _two_panel_finish(fig: go.Figure, title: str, note: str, height: int, legend_y: float, top: int) -> go.Figure:
+    """Legend under both panels, the title with its reading note in small print."""
+    fig.update_layout(legend=dict(orientation="h", y=legend_y), font=FONT)
+    return _finish(fig, None, f"{title}<br><sup>{note}</sup>", height, top=top, bottom=40)
+
+
 def sanity_figure(check: SanityCheck) -> go.Figure:
     """Similarity to the trained model's map as the network is randomised from the top down, per method."""
     fig = make_subplots(1, 2, subplot_titles=["Spearman rank correlation (signed map, ink pixels)", "SSIM of |map|"])
@@ -112,12 +118,11 @@ def sanity_figure(check: SanityCheck) -> go.Figure:
     fig.update_xaxes(tickangle=-45, tickfont=dict(size=10), title_text="randomised down to (cumulative)")
     fig.update_yaxes(range=[-1.05, 1.05], row=1, col=1)
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
-    fig.update_layout(legend=dict(orientation="h", y=-0.45), font=FONT)
-    title = (
-        f"Sanity check (cascading randomisation), {check.side} image<br><sup>a method that explains the model falls towards 0 "
-        f"as its weights are destroyed;<br>a flat line means the map shows the input, not what the network learned · {check.seconds:.0f} s</sup>"
+    note = (
+        "a method that explains the model falls towards 0 as its weights are destroyed;<br>"
+        f"a flat line means the map shows the input, not what the network learned · {check.seconds:.0f} s"
     )
-    return _finish(fig, None, title, 570, top=140, bottom=40)
+    return _two_panel_finish(fig, f"Sanity check (cascading randomisation), {check.side} image", note, 570, legend_y=-0.45, top=140)
 
 
 def faithfulness_figure(result: Faithfulness) -> go.Figure:
@@ -134,12 +139,8 @@ def faithfulness_figure(result: Faithfulness) -> go.Figure:
             _paired_line(fig, col, 100 * c.fractions, series, label, method, hover, dash="dot" if method == "random" else None)
     fig.update_xaxes(title_text="% of the ink pixels", range=[0, 100])
     fig.update_yaxes(title_text=f"{result.target} distance", row=1, col=1)
-    fig.update_layout(legend=dict(orientation="h", y=-0.25), font=FONT)
-    title = (
-        f"Faithfulness of each map, {result.side} image<br><sup>faithful: deletion below the random line (smaller area), "
-        f"insertion above it (larger area) · {result.seconds:.1f} s</sup>"
-    )
-    return _finish(fig, None, title, 480, top=90, bottom=40)
+    note = f"faithful: deletion below the random line (smaller area), insertion above it (larger area) · {result.seconds:.1f} s"
+    return _two_panel_finish(fig, f"Faithfulness of each map, {result.side} image", note, 480, legend_y=-0.25, top=90)
 
 
 def plan_check_figure(check: PlanCheck) -> go.Figure:
