@@ -33,6 +33,8 @@ NAMES_PER_BLOCK = 100  # a cross-media class id is 100 x name + (person - 1)
 
 @dataclass(frozen=True)
 class Example:
+    """One gallery pair with its known answer: a row of ``examples.json``."""
+
     reference: str  # file names inside the gallery folder
     query: str
     label: str  # the gallery's caption, e.g. "writer 1: forgery"
