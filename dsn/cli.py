@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from dsn import explain_cli
 from dsn.precision import PRECISIONS
@@ -146,7 +147,9 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
             for name, reasons in result.info["input_warnings"].items():
                 print(f"warning: {name}: {'; '.join(reasons)}", file=sys.stderr)
         if args.references:
-            result.info["multi_reference"] = multi_reference_metrics(result.images, result.pairs, result.scores.distance, args.references)
+            result.info["multi_reference"] = multi_reference_metrics(
+                result.images, result.pairs, result.scores.distance, args.references, config=model.config
+            )
     except (WeightsError, ValueError, OSError) as err:  # PreprocessError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -212,6 +215,15 @@ def run_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
         f"val EER {100 * val['eer']:.2f}%  AUC {val['auc']:.4f}  -> threshold {val['threshold']:.4f} "
         f"(FAR {100 * val['far']:.2f}%, FRR {100 * val['frr']:.2f}%) written to {args.weights}"
     )
+    metrics = json.loads((Path(args.weights) / "metrics.json").read_text())
+    rows = metrics.get("val_references", [])
+    for rule in ("mean", "min"):
+        chosen = [f"K={r['references']} {r['eer_threshold']:.3f} ({100 * r['eer']:.1f}%)" for r in rows if r["rule"] == rule]
+        if chosen:
+            print(f"reference sets, {rule} rule: " + ", ".join(chosen))
+    if rows:
+        rule = json.loads((Path(args.weights) / "config.json").read_text())["reference_rule"]
+        print(f"with several references the {rule} rule decides (the lower val EER)")
     return 0
 
 

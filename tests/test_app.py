@@ -17,6 +17,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+import dsn  # noqa: E402
 from dsn.tools.screenshot import serve  # noqa: E402
 from dsn.ui.examples import example_pairs  # noqa: E402
 from dsn.ui.inputs import DRAW, UPLOAD, blank_canvas, chosen_image  # noqa: E402
@@ -39,7 +40,8 @@ def pair() -> dict:
 
 def test_api_lists_the_json_endpoints(client: Client) -> None:
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/verify", "/correspondences", "/attribute", "/dsi", "/sanity", "/faithfulness", "/plan_check", "/frequency"} <= set(endpoints)
+    expected = {"/verify", "/references", "/correspondences", "/attribute", "/dsi", "/sanity", "/faithfulness", "/plan_check", "/frequency"}
+    assert expected <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/verify"]["parameters"]]
     assert names == ["reference", "query", "threshold"]
 
@@ -346,3 +348,23 @@ def test_reports_name_the_files_the_visitor_gave() -> None:
 
     values = ["/tmp/gradio/abc/my signature.png", None, UPLOAD, None, {"composite": None}, DRAW, 0.4]
     assert input_names(values) == {"reference": "my signature.png", "query": "drawn on the Draw pad"}
+
+
+def test_references_judge_each_rule_at_its_val_chosen_threshold(client: Client, pair: dict) -> None:
+    """/references: each distance equals /verify's, and each rule is judged at the shipped default's own threshold."""
+    model = dsn.load()
+    references = [EXAMPLES / name for name in ("writer1_reference.png", "writer1_genuine.png", "writer2_reference.png")]
+    result = client.predict(
+        query=pair["query"], references=[handle_file(str(path)) for path in references], threshold=None, api_name="/references"
+    )
+    single = client.predict(reference=handle_file(str(references[0])), query=pair["query"], api_name="/verify")
+    assert result["references"][0]["distance"] == pytest.approx(single["distance"], abs=1e-5)
+    assert result["decided_by"] == model.config.reference_rule
+    for rule in ("mean", "min"):
+        expected = model.config.reference_threshold(rule, 3)
+        assert expected is not None, "the shipped default has reference-set thresholds"
+        assert result["rules"][rule]["threshold"] == pytest.approx(expected, abs=1e-9)
+        assert result["rules"][rule]["accepted"] == (result["rules"][rule]["distance"] <= expected)
+    assert result["accepted"] == result["rules"][result["decided_by"]]["accepted"]
+    with pytest.raises(Exception, match="at least one genuine reference"):
+        client.predict(query=pair["query"], references=[], threshold=None, api_name="/references")

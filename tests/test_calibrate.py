@@ -15,6 +15,8 @@ from dsn.data.dataset import split_images_of
 from dsn.data.synth import SyntheticWriter
 from dsn.evaluation.calibrate import calibrate
 from dsn.evaluation.evaluate import evaluate
+from dsn.evaluation.metrics import equal_error_rate
+from dsn.evaluation.multi_reference import reference_trials, writer_distances
 from dsn.model.detailsemnet import DetailSemNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +53,9 @@ def test_threshold_is_the_val_eer_threshold_at_the_shipped_setting(tmp_path: Pat
     second = synthetic_dataset(tmp_path, "second", 200)
     weights_before = load_file(str(checkpoint / "model.safetensors"))
 
+    weights_stat = (checkpoint / "model.safetensors").stat()
     val = calibrate(checkpoint, [first, second], sinkhorn_iterations=40, progress=False, command="python -m dsn calibrate ...")
+    assert (checkpoint / "model.safetensors").stat().st_mtime_ns == weights_stat.st_mtime_ns, "weights stay byte for byte"
 
     model = DetailSemNet.load(checkpoint)
     assert model.config.sinkhorn_iterations == 40 and model.config.threshold == pytest.approx(val["threshold"])
@@ -82,3 +86,21 @@ def test_cli_calibrates_and_refuses_bad_input(tmp_path: Path, checkpoint: Path, 
     assert main(["calibrate", "--weights", str(tmp_path / "nothing"), "--data", str(data)]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
     assert DetailSemNet.load(checkpoint).config.threshold == threshold, "a refused call must not change the checkpoint"
+
+
+def test_reference_set_rules_get_thresholds_from_the_same_val_distances(tmp_path: Path, checkpoint: Path) -> None:
+    data = synthetic_dataset(tmp_path, "only", 400)
+    calibrate(checkpoint, [data], sinkhorn_iterations=40, progress=False)
+    model = DetailSemNet.load(checkpoint)
+    again = evaluate(model, split_images_of([data], "val"), progress=False)
+    matrices = writer_distances(again.images, again.pairs, again.scores.distance)
+    for k in (2, 3):  # 4 genuine signatures a writer: a genuine query has at most 3 other references
+        for rule in ("mean", "min"):
+            threshold = equal_error_rate(*reference_trials(matrices, k, rule))[1]
+            assert model.config.reference_threshold(rule, k) == pytest.approx(threshold, abs=1e-6)
+    assert sorted(model.config.reference_thresholds["min"]) == ["2", "3"]
+    assert model.config.reference_threshold("min", 9) == model.config.reference_threshold("min", 3), "beyond: the largest K"
+    rows = json.loads((checkpoint / "metrics.json").read_text())["val_references"]
+    eers = {(r["references"], r["rule"]): r["eer"] for r in rows}
+    better = "min" if eers[(2, "min")] + eers[(3, "min")] < eers[(2, "mean")] + eers[(3, "mean")] else "mean"
+    assert model.config.reference_rule == better

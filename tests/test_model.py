@@ -172,6 +172,12 @@ def test_missing_or_unexpected_keys_are_refused(saved: Path, tmp_path: Path, cha
         ('{"threshold": NaN}', "threshold must be finite"),
         ('{"sinkhorn_iterations": 1e9}', "sinkhorn_iterations must be an integer"),
         ('{"preprocessing": 3}', "preprocessing must be a string"),
+        ('{"reference_thresholds": [0.3]}', "reference_thresholds must be an object"),
+        ('{"reference_thresholds": {"median": {"3": 0.3}}}', "rule must be one of"),
+        ('{"reference_thresholds": {"min": {"1": 0.3}}}', "K must be a number 2-32"),
+        ('{"reference_thresholds": {"min": {"3": NaN}}}', "must be a threshold between"),
+        ('{"reference_thresholds": {"min": {"3": true}}}', "must be a threshold between"),
+        ('{"reference_rule": "max"}', "reference_rule must be one of"),
     ],
 )
 def test_bad_config_is_refused(saved: Path, tmp_path: Path, config_text: str, message: str) -> None:

@@ -14,7 +14,15 @@ from conftest import SYNTH_FORGED, SYNTH_GENUINE
 from dsn.cli import main
 from dsn.data.dataset import SignatureImage, protocol_pairs
 from dsn.evaluation.metrics import equal_error_rate, roc_auc
-from dsn.evaluation.multi_reference import WriterDistances, multi_reference_metrics, reference_sets, reference_trials, writer_distances
+from dsn.evaluation.multi_reference import (
+    WriterDistances,
+    multi_reference_metrics,
+    reference_sets,
+    reference_trials,
+    rule_thresholds,
+    writer_distances,
+)
+from dsn.model.config import DetailSemNetConfig
 
 
 def writers_images(genuine: int, forged: int, writers: int = 3) -> list[SignatureImage]:
@@ -130,3 +138,34 @@ def test_the_ratio_rule_judges_each_writer_against_the_spread_of_their_reference
     assert equal_error_rate(ratio_d, ratio_y)[0] == 0.0
     with pytest.raises(ValueError, match="at least 2 references"):
         reference_trials(matrices, k=1, rule="ratio")
+
+
+def test_each_rule_gets_the_eer_threshold_of_its_own_trials() -> None:
+    """The minimum of K distances sits below one pair's distance: its threshold must be chosen on its own trials."""
+    images, pairs, distances = scored(genuine=5, forged=3)
+    matrices = writer_distances(images, pairs, distances)
+    thresholds, rows = rule_thresholds(matrices, ks=(2, 3, 4, 5))
+    assert sorted(thresholds["min"]) == ["2", "3", "4"], "K = 5 needs 6 genuine signatures: left out"
+    for k in (2, 3, 4):
+        for rule in ("mean", "min"):
+            eer, threshold = equal_error_rate(*reference_trials(matrices, k, rule))
+            assert thresholds[rule][str(k)] == pytest.approx(threshold, abs=1e-12)
+            assert {"references": k, "rule": rule, "eer": eer, "eer_threshold": threshold} in rows
+    single = equal_error_rate(distances, np.array([p.genuine for p in pairs]))[1]
+    assert thresholds["min"]["4"] < thresholds["min"]["2"] < single, "more references, a smaller minimum"
+
+
+def test_rows_report_the_rates_at_the_checkpoints_own_rule_thresholds() -> None:
+    images, pairs, distances = scored(genuine=5, forged=3)
+    labels = np.array([p.genuine for p in pairs])
+    config = DetailSemNetConfig(threshold=0.5, reference_thresholds={"mean": {"2": 0.45}, "min": {"2": 0.3}})
+    rows = {(r["references"], r["rule"]): r for r in multi_reference_metrics(images, pairs, distances, ks=(1, 3), config=config)}
+    assert rows[(1, "single")]["shipped_threshold"] == 0.5
+    assert rows[(1, "single")]["far"] == pytest.approx(float(np.mean(distances[~labels] <= 0.5)))
+    matrices = writer_distances(images, pairs, distances)
+    for rule, threshold in (("mean", 0.45), ("min", 0.3)):  # K = 3 uses the largest calibrated K below it
+        d, y = reference_trials(matrices, 3, rule)
+        assert rows[(3, rule)]["shipped_threshold"] == threshold
+        assert rows[(3, rule)]["far"] == pytest.approx(float(np.mean(d[~y] <= threshold)))
+        assert rows[(3, rule)]["frr"] == pytest.approx(float(np.mean(d[y] > threshold)))
+    assert "far" not in rows[(3, "ratio")]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -259,3 +262,30 @@ def test_push_command_uploads_to_main(checkpoint: Path, hub_calls: list[tuple[st
     assert [name for name, _ in hub_calls] == ["create_repo", "upload_folder"]  # no branch for main
     assert hub_calls[0][1]["private"] is False and hub_calls[1][1]["revision"] is None
     assert "hf://someone/dsnet-tiny" in capsys.readouterr().out
+
+
+MULTI_REFERENCE_CARD = """
+import json, sys
+from dsn.hub.modelcard import multi_reference_section
+rows = [{"references": k, "rule": rule, "eer": 0.1} for k in (3, 5) for rule in ("ratio", "min", "mean")]
+rows[4].update(shipped_threshold=0.33, far=0.05, frr=0.07)  # 5 refs, min
+print(multi_reference_section({"test_info": {"data": "x/cedar"}, "test_multi_reference": rows}))
+"""
+
+
+def test_card_columns_keep_one_order_and_show_rates_at_the_rule_thresholds() -> None:
+    """Columns came in the order of a set of strings, so a card rewritten by another process could shuffle them."""
+    texts = {
+        subprocess.run(
+            [sys.executable, "-c", MULTI_REFERENCE_CARD],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(texts) == 1
+    text = texts.pop()
+    assert "| test writers of | 3 refs, mean | 3 refs, min | 3 refs, ratio | 5 refs, mean | 5 refs, min | 5 refs, ratio |" in text
+    assert "| test writers of | 5 refs, min (threshold 0.330) |" in text and "| CEDAR | 5.00% / 7.00% |" in text

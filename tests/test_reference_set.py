@@ -115,3 +115,32 @@ def test_the_tab_shows_the_query_and_every_reference_with_its_distance(model, si
     assert [path for path, _ in items] == paths and items[0][1] == "query"
     for (_, caption), distance in zip(items[1:], result.distances, strict=True):
         assert f"{distance:.3f}" in caption and ("accepted" if distance <= 0.5 else "rejected") in caption
+
+
+def test_each_rule_is_judged_at_its_own_val_chosen_threshold(signatures):
+    """The minimum rule judged at the pair threshold accepted about three times the forgeries it should."""
+    torch.manual_seed(0)
+    calibrated = DetailSemNet().eval()
+    references = [signatures["ref_a"], signatures["ref_b"], signatures["ref_other"]]
+    plain = verify_against_references(calibrated, signatures["query"], references)
+    pair_threshold = (plain.min_distance + plain.mean_distance) / 2
+    low = plain.min_distance - 0.01  # the min rule's own threshold sits below the pair threshold
+    calibrated.config.threshold = pair_threshold
+    calibrated.config.reference_thresholds = {"mean": {"2": pair_threshold + 0.02, "5": 9.0}, "min": {"2": low}}
+    calibrated.config.reference_rule = "min"
+    result = verify_against_references(calibrated, signatures["query"], references)
+    assert result.threshold == pair_threshold and result.calibrated
+    assert result.rule_threshold("min") == pytest.approx(low) and result.rule_threshold("mean") == pytest.approx(pair_threshold + 0.02)
+    assert not result.accepted("min"), "at the pair threshold the minimum would have been accepted"
+    assert result.accepted() == result.accepted("min")
+    summary = result.summary()
+    assert summary["decided_by"] == "min" and summary["accepted"] is False
+    assert summary["rules"]["min"]["threshold"] == pytest.approx(low)
+    # the slider moves the pair threshold and every rule's threshold with it
+    looser = result.with_threshold(pair_threshold + 0.05)
+    assert looser.rule_threshold("min") == pytest.approx(low + 0.05)
+    # uncalibrated (or a single reference): every rule at the pair threshold, and said so
+    assert not plain.calibrated and plain.rule_threshold("min") == plain.threshold
+    assert "no thresholds chosen" in plain.threshold_source()
+    one = verify_against_references(calibrated, signatures["query"], references[:1])
+    assert one.rule_threshold("min") == one.threshold == pair_threshold

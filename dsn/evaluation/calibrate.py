@@ -17,9 +17,13 @@ from pathlib import Path
 from dsn.data.dataset import split_images_of
 from dsn.evaluation.evaluate import evaluate, pair_metrics
 from dsn.evaluation.metrics import distance_spread
+from dsn.evaluation.multi_reference import rule_thresholds, writer_distances
 from dsn.hub.modelcard import METRICS_NAME
 from dsn.loading import load
-from dsn.model.weights import WEIGHTS_NAME
+from dsn.model.weights import WEIGHTS_NAME, save_config
+
+# K values a reference-set threshold is chosen for; more references use the largest (see DetailSemNetConfig).
+REFERENCE_COUNTS = tuple(range(2, 11))
 
 
 def calibrate(
@@ -32,9 +36,10 @@ def calibrate(
     """Set the threshold of the checkpoint in ``folder`` to its EER threshold on the val writers of ``data``.
 
     Several dataset folders pool their val writers (one threshold for all of
-    them, as for a model trained on all of them). Rewrites config.json and the
-    weights file beside it (same tensors) and the "val" entry of metrics.json;
-    returns the new validation metrics.
+    them, as for a model trained on all of them). The same val distances set the
+    thresholds of the reference-set rules (mean and minimum of K = 2-10 distances)
+    and which rule decides. Rewrites config.json (the weights file stays byte for
+    byte) and the "val" entries of metrics.json; returns the new validation metrics.
     """
     folder = Path(folder)
     if not (folder / WEIGHTS_NAME).is_file():
@@ -52,7 +57,10 @@ def calibrate(
         raise ValueError("the val writers need both genuine and forged pairs to choose a threshold")
     model.config.threshold = float(result.metrics["eer_threshold"])
     val = pair_metrics(result.scores, model.config.threshold)
-    model.save(folder)
+    matrices = writer_distances(result.images, result.pairs, result.scores.distance)
+    model.config.reference_thresholds, reference_rows = rule_thresholds(matrices, REFERENCE_COUNTS)
+    model.config.reference_rule = _better_rule(reference_rows)
+    save_config(model, folder)  # the weights file stays byte for byte
     metrics_path = folder / METRICS_NAME
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     roots = [str(root) for root in data]
@@ -66,5 +74,18 @@ def calibrate(
         "sinkhorn_iterations": model.config.sinkhorn_iterations,
         "command": command,
     }
+    metrics["val_references"] = reference_rows
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     return val
+
+
+def _better_rule(rows: list[dict]) -> str:
+    """The rule with the lower mean val EER over the K values both were measured at (ties: mean)."""
+    by_rule: dict[str, dict[int, float]] = {}
+    for row in rows:
+        by_rule.setdefault(row["rule"], {})[row["references"]] = row["eer"]
+    mean, minimum = by_rule.get("mean", {}), by_rule.get("min", {})
+    shared = sorted(set(mean) & set(minimum))
+    if not shared:
+        return "mean"
+    return "min" if sum(minimum[k] for k in shared) < sum(mean[k] for k in shared) else "mean"

@@ -24,7 +24,8 @@ from itertools import combinations
 
 import numpy as np
 
-from dsn.evaluation.metrics import equal_error_rate, roc_auc
+from dsn.evaluation.metrics import equal_error_rate, rates_at, roc_auc
+from dsn.model.config import REFERENCE_RULES, DetailSemNetConfig
 
 RULES = ("mean", "min", "ratio")
 # "ratio" is writer-dependent normalisation: the query's mean distance to the K references divided by the
@@ -129,8 +130,13 @@ def multi_reference_metrics(
     rules: Sequence[str] = RULES,
     max_sets: int = 50,
     seed: int = 0,
+    config: DetailSemNetConfig | None = None,
 ) -> list[dict]:
-    """EER and ROC AUC per (K, rule): one row each, JSON-friendly."""
+    """EER and ROC AUC per (K, rule): one row each, JSON-friendly.
+
+    With the checkpoint's ``config``, each row whose rule has a val-chosen threshold for K references
+    also gets FAR and FRR at that threshold: what the Reference set tab decides.
+    """
     matrices = writer_distances(images, pairs, distances)
     rows = []
     for k in ks:
@@ -148,14 +154,44 @@ def multi_reference_metrics(
                     "n_forged_trials": int((~y).sum()),
                 }
             )
+            chosen = config.reference_threshold(rule, k) if config is not None and rule in REFERENCE_RULES else None
+            if chosen is not None:  # with one reference, the pair threshold
+                at = rates_at(d, y, chosen)
+                rows[-1].update(shipped_threshold=float(chosen), far=float(at["far"]), frr=float(at["frr"]))
     return rows
 
 
+def rule_thresholds(
+    matrices: dict[int, WriterDistances], ks: Sequence[int], rules: Sequence[str] = ("mean", "min"), max_sets: int = 50
+) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Each rule's EER threshold for every K the writers allow, and the rows (K, rule, EER, threshold).
+
+    Run on validation writers, this is what a reference-set decision is judged at: the minimum of
+    K distances is smaller than one pair's distance, so it needs a threshold of its own.
+    K values that no writer has enough genuine signatures for are left out.
+    """
+    thresholds: dict[str, dict[str, float]] = {rule: {} for rule in rules}
+    rows = []
+    for k in ks:
+        for rule in rules:
+            try:
+                d, y = reference_trials(matrices, k, rule, max_sets)
+            except ValueError:
+                continue  # no writer holds k + 1 genuine signatures
+            if y.all() or not y.any():
+                continue
+            eer, threshold = equal_error_rate(d, y)
+            thresholds[rule][str(k)] = float(threshold)
+            rows.append({"references": int(k), "rule": rule, "eer": eer, "eer_threshold": float(threshold)})
+    return thresholds, rows
+
+
 def format_multi_reference(rows: Sequence[dict]) -> str:
-    lines = ["references  rule    EER       AUC     trials (genuine / forged)"]
+    lines = ["references  rule    EER       AUC     trials (genuine / forged)   at the shipped threshold"]
     for r in rows:
+        shipped = f"   {r['shipped_threshold']:.3f}: FAR {100 * r['far']:5.2f} %, FRR {100 * r['frr']:5.2f} %" if "far" in r else ""
         lines.append(
             f"{r['references']:>10}  {r['rule']:<6} {100 * r['eer']:6.2f} %  {r['auc']:.4f}  "
-            f"{r['n_genuine_trials']:,} / {r['n_forged_trials']:,}"
+            f"{r['n_genuine_trials']:,} / {r['n_forged_trials']:,}{shipped}"
         )
     return "\n".join(lines)

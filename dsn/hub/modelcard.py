@@ -144,7 +144,7 @@ def multi_reference_section(metrics: dict) -> str:
     tested = [(name, rows) for name, rows in tested if rows]
     if not tested:
         return "Not measured with several references yet (`python -m dsn evaluate ... --references 1 3 5`)."
-    columns = sorted({(r["references"], r["rule"]) for _, rows in tested for r in rows}, key=lambda c: (c[0], c[1] != "mean"))
+    columns = sorted({(r["references"], r["rule"]) for _, rows in tested for r in rows}, key=_column_order)
     header = " | ".join(f"{k} ref." if rule == "single" else f"{k} refs, {rule}" for k, rule in columns)
     lines = [
         "EER when each query is compared with K genuine references of its writer (the trial's distance is the",
@@ -156,7 +156,38 @@ def multi_reference_section(metrics: dict) -> str:
     for name, rows in tested:
         by_column = {(r["references"], r["rule"]): r["eer"] for r in rows}
         lines.append(f"| {dataset_label(name)} | " + " | ".join(_cell(by_column.get(c), "%") for c in columns) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _rule_threshold_lines(tested))
+
+
+def _column_order(column: tuple[int, str]) -> tuple[int, int, str]:
+    """K first, then single / mean / min / anything else: the same order in every card."""
+    k, rule = column
+    known = ("single", "mean", "min")
+    return k, known.index(rule) if rule in known else len(known), rule
+
+
+def _rule_threshold_lines(tested: list[tuple[str, list[dict]]]) -> list[str]:
+    """FAR / FRR of each rule at its own val-chosen threshold: what a reference-set decision does."""
+    decided = sorted(
+        {(r["references"], r["rule"]) for _, rows in tested for r in rows if "far" in r and r["references"] > 1}, key=_column_order
+    )
+    if not decided:
+        return []
+    thresholds = {(r["references"], r["rule"]): r["shipped_threshold"] for _, rows in tested for r in rows if "far" in r}
+    header = " | ".join(f"{k} refs, {rule} (threshold {thresholds[(k, rule)]:.3f})" for k, rule in decided)
+    lines = [
+        "",
+        "Each rule is decided at its own threshold, chosen on the validation writers for that number of references",
+        "(`python -m dsn calibrate`); FAR / FRR on the test writers at those thresholds:",
+        "",
+        f"| test writers of | {header} |",
+        "|---|" + "---:|" * len(decided),
+    ]
+    for name, rows in tested:
+        by_column = {(r["references"], r["rule"]): r for r in rows if "far" in r}
+        cells = [f"{100 * by_column[c]['far']:.2f}% / {100 * by_column[c]['frr']:.2f}%" if c in by_column else "-" for c in decided]
+        lines.append(f"| {dataset_label(name)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def threshold_provenance(metrics: dict) -> str:

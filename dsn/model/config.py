@@ -8,7 +8,7 @@ field, before any tensor is allocated.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 PREPROCESSING_MODES = ("letterbox", "stretch")
 # The only backbones a config may name: this project's own (registered with timm by dsn.model).
@@ -23,7 +23,11 @@ CHOICES = {
     "global_distance": ("normalized_l2", "l2"),
     "structural_tokens": ("normed", "pre_norm"),
     "ink_mask": ("stroke_fraction", "area_mean"),
+    "reference_rule": ("mean", "min"),
 }
+# How K genuine references are combined into one distance (see dsn.inspect.reference_set).
+REFERENCE_RULES = ("mean", "min")
+MAX_CALIBRATED_REFERENCES = 32
 # Inclusive ranges of the numeric fields: wide enough for any sensible checkpoint.
 RANGES = {
     "img_size": (32, 1024),  # 1024 px is ~20x the default's activations; beyond is a mistake or an attack
@@ -56,6 +60,11 @@ class DetailSemNetConfig:
     global_distance: str = "normalized_l2"  # "l2": plain L2 of the mean final token, as the official code
     structural_tokens: str = "normed"  # "pre_norm": head applied before the final norm, as the official code
     ink_mask: str = "stroke_fraction"  # "area_mean": the official rule (cell mean above the image's minimum)
+    # Thresholds for a query judged against K references, chosen on validation writers per rule and K
+    # ({"min": {"3": 0.35, ...}, "mean": {...}}): the minimum of K distances sits lower than one pair's
+    # distance, so the pair threshold would accept far more forgeries. Empty: not calibrated.
+    reference_thresholds: dict = field(default_factory=dict)
+    reference_rule: str = "mean"  # the rule that decides when K > 1: the one with the lower val EER
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -76,9 +85,24 @@ class DetailSemNetConfig:
                     raise ConfigError(f"{f.name} must be between {low} and {high}, got {value!r}")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone must be one of this project's {list(BACKBONES)}, got {self.backbone[:80]!r}")
+        _check_reference_thresholds(self.reference_thresholds)
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+
+    def reference_threshold(self, rule: str, references: int) -> float | None:
+        """The val-chosen threshold of ``rule`` over ``references`` distances, else None.
+
+        Beyond the largest calibrated K the largest one is used: the combined distance
+        changes less and less as references are added.
+        """
+        if rule not in REFERENCE_RULES:
+            raise ValueError(f"rule must be one of {REFERENCE_RULES}, got {rule!r}")
+        if references <= 1:
+            return self.threshold
+        table = {int(k): v for k, v in self.reference_thresholds.get(rule, {}).items()}
+        usable = [k for k in table if k <= references]
+        return table[max(usable)] if usable else None
 
     @classmethod
     def from_dict(cls, data: dict) -> DetailSemNetConfig:
@@ -104,3 +128,25 @@ class DetailSemNetConfig:
             sinkhorn_iterations=300,
         )
         return cls(**{**base, **overrides})
+
+
+def _check_reference_thresholds(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"reference_thresholds must be an object, got {value!r:.80}")
+    for rule, table in value.items():
+        if rule not in REFERENCE_RULES:
+            raise ConfigError(f"reference_thresholds: rule must be one of {list(REFERENCE_RULES)}, got {rule!r:.40}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"reference_thresholds[{rule!r}] must be an object of K -> threshold")
+        for k, threshold in table.items():
+            if not (isinstance(k, str) and k.isdigit() and 2 <= int(k) <= MAX_CALIBRATED_REFERENCES):
+                raise ConfigError(f"reference_thresholds[{rule!r}]: K must be a number 2-{MAX_CALIBRATED_REFERENCES}, got {k!r:.40}")
+            low, high = RANGES["threshold"]
+            if (
+                isinstance(threshold, bool)
+                or not isinstance(threshold, int | float)
+                or not (math.isfinite(threshold) and low <= threshold <= high)
+            ):
+                raise ConfigError(
+                    f"reference_thresholds[{rule!r}][{k!r}] must be a threshold between {low} and {high}, got {threshold!r:.40}"
+                )

@@ -57,6 +57,16 @@ def save_folder(model: torch.nn.Module, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_model(model, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "dsn"})
+    return save_config(model, folder)
+
+
+def save_config(model: torch.nn.Module, folder: str | Path) -> Path:
+    """Rewrite config.json (and the sidecar) beside weights already in ``folder``, which stay byte for byte.
+
+    For changes of the decision settings only (``calibrate``): rewriting the weights would give
+    other bytes for the same tensors (safetensors orders its metadata at random).
+    """
+    folder = Path(folder)
     digest = file_sha256(folder / WEIGHTS_NAME)
     (folder / CONFIG_NAME).write_text(json.dumps({**model.config_dict(), SHA256_KEY: digest}, indent=2, sort_keys=True) + "\n")
     (folder / CHECKSUM_NAME).write_text(f"{digest}  {WEIGHTS_NAME}\n")

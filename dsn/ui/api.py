@@ -1,7 +1,7 @@
-"""JSON endpoints for scripts: ``/verify``, ``/correspondences``, ``/attribute``, ``/dsi``, and the explanation
-checks ``/sanity``, ``/faithfulness``, ``/plan_check`` and ``/frequency``.
+"""JSON endpoints for scripts: ``/verify``, ``/references``, ``/correspondences``, ``/attribute``, ``/dsi``, and the
+explanation checks ``/sanity``, ``/faithfulness``, ``/plan_check`` and ``/frequency``.
 
-They take two image files (``gradio_client.handle_file``) and return plain
+They take image files (``gradio_client.handle_file``) and return plain
 JSON, so a script never has to parse Plotly figures. They are hidden
 components rather than ``gr.api`` functions because Gradio then validates
 that uploaded paths really are uploads. Each call re-analyses the pair unless
@@ -26,7 +26,7 @@ from dsn.inference import PairAnalysis, check_side
 from dsn.inspect.analysis import dsi_stats, match_list
 from dsn.inspect.attribution import LABELS, MAX_STEPS, METHODS, TARGETS, Attribution
 from dsn.model.detailsemnet import DetailSemNet
-from dsn.ui.compute import AnalysisCache, explain, require_file, user_errors
+from dsn.ui.compute import AnalysisCache, compare_set, explain, require_file, user_errors
 from dsn.ui.context import BUDGET_S, FAST_LANE, SLOW_LANE
 from dsn.ui.jobs import Job, run_job
 
@@ -92,6 +92,19 @@ class JsonApi:
         """Verdict and distances for one pair (threshold defaults to the checkpoint's)."""
         with user_errors():
             return self.pair(reference, query).with_threshold(threshold).summary()
+
+    async def references(self, query: str, references: list[str] | None, threshold: float | None, request: gr.Request) -> dict:
+        """One query against several genuine references of one writer: each distance, and the mean and minimum rules
+        judged at their own val-chosen thresholds (``decided_by`` names the rule that decides; threshold: the pair's)."""
+        with user_errors():
+            query_file = str(require_file(query, "query"))
+            paths = [str(getattr(f, "name", f)) for f in (references or [])]
+
+        def work(job: Job) -> dict:
+            with user_errors():
+                return compare_set(self.model, query_file, paths, threshold).summary()
+
+        return await run_job("The comparison", BUDGET_S["reference set"], request, work)
 
     def correspondences(self, reference: str, query: str, top_k: float, reference_patch: float | None) -> dict:
         """The heaviest transport-plan entries: [{reference_patch, query_patch, mass, cost}], heaviest first.
@@ -188,6 +201,7 @@ class JsonApi:
         with gr.Column(visible=False):
             reference = gr.File(label="reference", type="filepath")
             query = gr.File(label="query", type="filepath")
+            references = gr.File(label="references", type="filepath", file_count="multiple")
             threshold = gr.Number(float(self.model.config.threshold), label="threshold")
             top_k = gr.Number(30, label="top_k", precision=0)
             reference_patch = gr.Number(-1, label="reference_patch", precision=0)
@@ -204,6 +218,7 @@ class JsonApi:
         pair = [reference, query]
         endpoints = [
             (self.verify, [*pair, threshold], FAST_LANE),
+            (self.references, [query, references, threshold], SLOW_LANE),
             (self.correspondences, [*pair, top_k, reference_patch], FAST_LANE),
             (self.attribute, [*pair, method, target, side, steps], SLOW_LANE),
             (self.dsi, [*pair, stage, block], FAST_LANE),

@@ -21,6 +21,7 @@ import numpy as np
 from dsn.data.preprocess import PreprocessError
 from dsn.inference import PairAnalysis, analyze_pair
 from dsn.inspect.attribution import Attribution, attribute
+from dsn.inspect.reference_set import ReferenceSetResult, verify_against_references
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.runtime import gpu, release_memory
 
@@ -57,6 +58,16 @@ def explain(
 ) -> Attribution:
     """One attribution map (see ``dsn.inspect.attribution.attribute``)."""
     return attribute(model, analysis, method, target=target, side=side, steps=int(steps), progress=progress)
+
+
+@gpu
+def compare_set(model: DetailSemNet, query: str, references: list[str], threshold: float | None) -> ReferenceSetResult:
+    """The query against every reference (``dsn.inspect.reference_set``), each named by its file name."""
+    try:
+        names = [Path(path).name for path in references]
+        return verify_against_references(model, query, references, threshold=threshold, names=names)
+    finally:
+        release_memory()
 
 
 def require_file(value: object, name: str) -> str | np.ndarray:

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
 from dsn.inspect.figures import correspondence_figure
-from dsn.inspect.reference_set import MAX_REFERENCES, ReferenceSetResult, verify_against_references
-from dsn.model.detailsemnet import DetailSemNet
-from dsn.ui.compute import require_file, user_errors
+from dsn.inspect.reference_set import MAX_REFERENCES, RULES, ReferenceSetResult
+from dsn.ui.compute import compare_set, require_file, user_errors
 from dsn.ui.context import BUDGET_S, SLOW_LANE, STATE_SECONDS, AppContext
 from dsn.ui.guide import how_to_read
 from dsn.ui.inputs import dataset_threshold_slider
 from dsn.ui.jobs import Job, run_job
-from dsn.ui.runtime import gpu
 from dsn.ui.upload import SignatureUpload
 
 TAB_ID = "references"
@@ -38,33 +35,30 @@ class ReferenceState:
     query_path: str
 
 
-@gpu
-def compare_set(model: DetailSemNet, query: str, references: list[str], threshold: float) -> ReferenceSetResult:
-    names = [_display_name(path) for path in references]
-    return verify_against_references(model, query, references, threshold=threshold, names=names)
-
-
-def _display_name(path: str) -> str:
-    return Path(path).name
-
-
 def decision_html(result: ReferenceSetResult) -> str:
-    """Both combined decisions side by side, with the arithmetic behind them."""
+    """Both combined decisions, the deciding rule first, each with the arithmetic and the threshold it is judged at."""
+    explanations = {
+        "mean": "average over all references: one odd reference cannot decide",
+        "min": f"closest reference ({html.escape(result.names[result.closest])}) decides: lenient",
+    }
     boxes = []
-    for rule, value, explanation in (
-        ("mean", result.mean_distance, "average over all references: one odd reference cannot decide"),
-        ("min", result.min_distance, f"closest reference ({html.escape(result.names[result.closest])}) decides: lenient"),
-    ):
+    for rule in sorted(RULES, key=lambda r: r != result.rule):
         accepted = result.accepted(rule)
         css, word, relation = ("dsn-genuine", "Genuine", "≤") if accepted else ("dsn-forged", "Forged", ">")
+        role = "decides" if rule == result.rule else "for comparison"
         boxes.append(
-            f"<div class='dsn-verdict {css}' id='refset-{rule}'><span class='word'>{word}</span><span class='facts'>by "
-            f"<b>{rule}</b> distance <b>{value:.3f}</b> {relation} threshold {result.threshold:.3f}<br>{explanation}</span></div>"
+            f"<div class='dsn-verdict {css}' id='refset-{rule}'><span class='word'>{word}</span><span class='facts'>"
+            f"<b>{rule}</b> rule ({role}): distance <b>{result.rule_distance(rule):.3f}</b> {relation} "
+            f"threshold {result.rule_threshold(rule):.3f}<br>{explanations[rule]}</span></div>"
         )
     warning = ""
     if result.untrained:
         warning = "<div class='dsn-untrained'>⚠ UNTRAINED WEIGHTS: these decisions are meaningless.</div>"
-    facts = f"<p class='dsn-note'>{len(result.references)} references, each image embedded once, {result.seconds:.2f} s.</p>"
+    facts = (
+        f"<p class='dsn-note'>{len(result.references)} references, each image embedded once, {result.seconds:.2f} s. "
+        f"Rule thresholds: {html.escape(result.threshold_source())}; the slider sets the pair threshold "
+        f"({result.threshold:.3f}, each reference's own accepted/rejected) and moves the rules' thresholds with it.</p>"
+    )
     return warning + "<div style='display:grid;gap:8px'>" + "".join(boxes) + "</div>" + facts
 
 
@@ -158,7 +152,8 @@ class ReferenceSetView:
         gr.Markdown(
             "Check one query against several **genuine** signatures of the same writer. Each reference is compared "
             "with the query; the decision is combined by the **mean** distance (robust) and by the **minimum** "
-            f"(lenient: more references can only help acceptance). Up to {MAX_REFERENCES} references.",
+            "(lenient: more references can only help acceptance), each judged at its own threshold chosen on validation "
+            f"writers for that many references; the rule with the lower validation error decides. Up to {MAX_REFERENCES} references.",
             elem_classes="dsn-note",
         )
         self.state = gr.State(None, time_to_live=STATE_SECONDS)
@@ -173,7 +168,7 @@ class ReferenceSetView:
                 self.threshold = dataset_threshold_slider(
                     float(context.model.config.threshold),
                     0.005,
-                    "Decision threshold (accept when distance ≤ threshold)",
+                    "Pair threshold (each reference; the rules' thresholds move with it)",
                     "refset-threshold",
                 )
                 self.compare = gr.Button("Compare with every reference", variant="primary", elem_id="refset-compare")
