@@ -10,6 +10,7 @@ from scipy.stats import binom
 
 from dsn.data.dataset import split_images
 from dsn.evaluation.evaluate import evaluate, load_images_and_pairs
+from dsn.evaluation.multi_reference import multi_reference_metrics
 from dsn.hub.modelcard import check_model_card
 from dsn.hub.publish import check_checkpoint
 from dsn.model.detailsemnet import DetailSemNet
@@ -66,6 +67,17 @@ def test_checkpoint_loads_and_is_publishable(folder: Path, dataset: Path, n_pair
     assert claimed["test"]["threshold"] == pytest.approx(model.config.threshold, abs=1e-6)
     assert claimed["test"]["n_genuine_pairs"] + claimed["test"]["n_forged_pairs"] == n_pairs
     assert 0.0 <= claimed["test"]["eer"] < 0.5
+    if folder.name == DEFAULT_CHECKPOINT:
+        # reference-set rules: thresholds chosen on the same val writers, and test rates claimed at them
+        for row in claimed["val_references"]:
+            assert model.config.reference_threshold(row["rule"], row["references"]) == pytest.approx(row["eer_threshold"], abs=1e-9)
+        assert model.config.reference_threshold("min", 5) < model.config.threshold, "the minimum of 5 distances needs a lower bar"
+        tested = [claimed["test_multi_reference"], *(entry["multi_reference"] for entry in claimed["cross_dataset"].values())]
+        for rows in tested:
+            for row in rows:
+                if row["rule"] in ("single", "mean", "min"):
+                    rule = "mean" if row["rule"] == "single" else row["rule"]
+                    assert row["shipped_threshold"] == pytest.approx(model.config.reference_threshold(rule, row["references"]), abs=1e-9)
 
 
 def claimed_test_sets() -> list:
@@ -119,6 +131,14 @@ def test_full_test_protocol_reproduces_claimed_eer(folder: Path, dataset: Path, 
     # a pair whose distance sits on the threshold may flip with float summation order: allow two
     assert result.metrics["accuracy"] == pytest.approx(test["accuracy"], abs=2 / n_pairs)
     if folder.name == DEFAULT_CHECKPOINT:
+        claimed_rows = claimed_metrics(folder)["test_multi_reference"]
+        ks = sorted({row["references"] for row in claimed_rows})
+        for row, again in zip(
+            claimed_rows, multi_reference_metrics(images, pairs, result.scores.distance, ks, config=model.config), strict=True
+        ):
+            assert again["eer"] == pytest.approx(row["eer"], abs=1e-4)
+            if "far" in row:  # the rates of the reference-set decisions at their shipped thresholds
+                assert (again["far"], again["frr"]) == pytest.approx((row["far"], row["frr"]), abs=2e-3)
         # what `python -m dsn evaluate` runs by default (bf16 embedding on a CPU with AMX) moves the EER by at most 0.1 point
         default = evaluate(model, images, pairs, progress=False)
         assert default.metrics["eer"] == pytest.approx(test["eer"], abs=1e-3)
