@@ -4,6 +4,7 @@ view after an example, and the example's ground truth said above it. Each test h
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -76,6 +77,21 @@ def test_no_tab_scrolls_sideways(page: Page) -> None:
     for tab in MAIN_TABS[1:]:
         select_tab(page, "#main-tabs", tab)
         assert overflow(page) <= 0, f"{tab}: {overflow(page)} px too wide"
+
+
+def test_a_reference_set_result_fits_the_screen_and_names_the_deciding_rule(page: Page) -> None:
+    """Its four-column gallery and its tables made a phone scroll sideways by over 100 px once a comparison was shown."""
+    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    select_tab(page, "#main-tabs", "Reference set")
+    references = [examples / name for name in ("writer1_reference.png", "writer1_genuine.png", "writer2_reference.png")]
+    page.locator("#refset-references input[type=file]").set_input_files([str(path) for path in references])
+    page.locator("#refset-query input[type=file]").set_input_files(str(examples / "writer1_forged.png"))
+    page.click("#refset-compare")
+    page.wait_for_selector("#refset-correspondence .js-plotly-plot", timeout=120_000)
+    page.wait_for_timeout(300)  # the phone layout of the figure
+    assert overflow(page) <= 0, f"{overflow(page)} px too wide"
+    decision = page.locator("#refset-decision").inner_text()
+    assert "rule (decides)" in decision and "chosen on validation writers" in decision, decision
 
 
 def test_a_missing_input_gets_a_message_and_no_old_verdict_stays(page: Page) -> None:

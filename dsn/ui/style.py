@@ -40,7 +40,10 @@ CSS = """
 .overflow-menu { display: none !important; }
 .table-wrap, .table-container { max-width: 100%; overflow-x: auto; }
 #refset-gallery .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
-@media (max-width: 600px) { .block:has(table) { max-width: calc(100vw - 24px); overflow-x: auto; } }  /* a wide table scrolls, not the page */
+/* a wide table scrolls, not the page: the page's side padding is 2 x 32 px on a phone (a percentage would not bound
+   the column, which takes the width of its widest child) */
+@media (max-width: 600px) { .block:has(table) { max-width: calc(100vw - 64px); overflow-x: auto; } }
+@media (max-width: 600px) { #refset-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; } }
 #dsn-title h1 { margin-bottom: 0.1em; }
 #dsn-title p { margin-top: 0.2em; color: var(--body-text-color-subdued); }
 .dsn-untrained { background: #fdecea; border: 2px solid #c0392b; color: #8e1b10; border-radius: 8px;
