@@ -121,6 +121,8 @@ def test_card_command_reports_cross_dataset_evaluations(saved_model: Path, tmp_p
     assert "| yes | 35925 | 25.98% | 0.8165 |" in row and cross_command in row, "Bengali train writers were in training"
     assert f"6903 validation pairs of CEDAR + BHSig-Bengali (pooled: one threshold for all of them): `{calibrated}`" in text
     assert "Trained on CPU for 2.5 hours" in text and check_model_card(text) == []
+    # the limitations name every tested dataset, not only the first trained one
+    assert "Measured on 5 test writers of CEDAR, 50 test writers of BHSig-Bengali;" in text
     assert "**CEDAR** signature database" in text and "**BHSig260 (Bengali)**" in text  # both datasets credited
     assert main([*args, "--cross-eval-json", str(cross_json), "--dataset", "cedar"]) == 0
     row = next(line for line in (folder / "README.md").read_text().splitlines() if line.startswith("| BHSig-Bengali test"))
@@ -289,3 +291,17 @@ def test_card_columns_keep_one_order_and_show_rates_at_the_rule_thresholds() -> 
     text = texts.pop()
     assert "| test writers of | 3 refs, mean | 3 refs, min | 3 refs, ratio | 5 refs, mean | 5 refs, min | 5 refs, ratio |" in text
     assert "| test writers of | 5 refs, min (threshold 0.330) |" in text and "| CEDAR | 5.00% / 7.00% |" in text
+
+
+def test_a_card_of_cross_media_weights_says_they_saw_pen_on_screen_signatures(saved_model: Path, tmp_path: Path) -> None:
+    """The card called every training set "scanned signatures on white paper", cross-media's tablet strokes too."""
+    folder = Path(shutil.copytree(saved_model, tmp_path / "ckpt"))
+    (folder / "metrics.json").write_text(json.dumps({"val": VAL}))
+    eval_json, config_json = tmp_path / "eval.json", tmp_path / "train_config.json"
+    eval_json.write_text(json.dumps({"metrics": TEST, "n_pairs": 4260, "data": "../shared/datasets/cedar", "command": "eval cedar"}))
+    config_json.write_text(json.dumps(TRAIN_CONFIG))
+    args = ["card", "--weights", str(folder), "--eval-json", str(eval_json), "--train-config", str(config_json)]
+    assert main([*args, "--dataset", "crossmedia-chinese", "--dataset", "cedar"]) == 0
+    text = (folder / "README.md").read_text()
+    assert "white paper" not in text and "pen on a tablet or phone screen" in text
+    assert "Measured on 5 test writers of CEDAR;" in text, "the test numbers are CEDAR's, not cross-media's"

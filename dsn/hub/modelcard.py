@@ -52,6 +52,17 @@ def dataset_label(root: str | Path) -> str:
     return DATASET_FACTS.get(name, (name,))[0]
 
 
+def _measured_on(metrics: dict, trained_on: str) -> str:
+    """ "5 test writers of CEDAR, 50 of BHSig-Bengali": every dataset the card reports test numbers for."""
+    tested = [Path(str((metrics.get("test_info") or {}).get("data") or trained_on)).name, *(metrics.get("cross_dataset") or {})]
+    parts = []
+    for name in tested:
+        display, writers, _ = DATASET_FACTS.get(name, (name, None, None))
+        unit = "test classes" if name == "crossmedia-chinese" else "test writers"
+        parts.append(f"{writers} {unit} of {display}" if writers else f"the test writers of {display}")
+    return ", ".join(parts)
+
+
 def as_roots(data: str | Path | Sequence[str | Path]) -> list[str]:
     """Dataset folders of a config or metrics entry: one folder (older runs) or a list of them."""
     return [str(data)] if isinstance(data, (str, Path)) else [str(root) for root in data]
@@ -233,10 +244,13 @@ def render_model_card(
     source = f"hf://{repo_id}" if repo_id else "path/to/this/folder"
     duration = f"{training_hours:.1f} hours" if training_hours else "about an hour"
     trained_on = datasets[0] if datasets else "cedar"
-    display, test_writers, pairs_note = DATASET_FACTS.get(trained_on, (trained_on, None, None))
+    display, _, pairs_note = DATASET_FACTS.get(trained_on, (trained_on, None, None))
     protocol_note = f" ({display}: {pairs_note})" if pairs_note else ""
     trained_from = ", ".join(dataset_label(name) for name in datasets)
-    writers_note = f"{test_writers} test writers" if test_writers else "a limited set of test writers"
+    measured_on = _measured_on(metrics, trained_on)
+    media = "scanned paper signatures" + (
+        ", and Cross-media's signatures written with a pen on a tablet or phone screen" if "crossmedia-chinese" in datasets else ""
+    )
     evaluation = eval_command or f"python -m dsn evaluate --weights <this folder> --data ../shared/datasets/{trained_on} --split test"
     return f"""{_front_matter(datasets, license_id)}
 # DetailSemNet ({backbone}) for offline signature verification
@@ -301,8 +315,8 @@ Evaluation:
 
 - Trained on CPU for {duration}, with a small backbone (`{backbone}`) and a short schedule: it is far from the
   numbers reported in the DetailSemNet paper, which trains larger models for much longer on GPUs.
-- Measured on {writers_note} of {display}; with few writers the error rates carry wide confidence intervals.
-- Trained only on scanned signatures on white paper ({trained_from}); photographs, other scripts, pens or
+- Measured on {measured_on}; with few writers the error rates carry wide confidence intervals.
+- Trained only on {trained_from} ({media}); photographs, other scripts, pens or
   scanners may need a new threshold or fine-tuning. Choose a threshold on your own validation data.
 - A verification aid, not proof of identity or of forgery.
 
