@@ -20,7 +20,7 @@ from dsn.model.detailsemnet import DetailSemNet
 from dsn.training.config import TrainConfig
 from dsn.training.sampling import sample_batch, subset_writers
 from dsn.training.step import WriterHead, batch_pairs, learning_rate, train_step
-from dsn.training.train import run
+from dsn.training.train import run, weight_average
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_cedar = pytest.mark.skipif(not (DATASETS / "cedar").is_dir(), reason=f"real datasets not found at {DATASETS}")
@@ -192,3 +192,47 @@ def test_writer_head_classifies_by_cosine_and_learns() -> None:
         optimizer.step()
     assert head.loss(feature, writers).item() < 0.5 * first
     assert head.loss(2 * feature, writers).item() == pytest.approx(head.loss(feature, writers).item(), rel=1e-5), "cosine: scale-free"
+
+
+def test_the_weight_average_follows_each_step_with_the_given_decay() -> None:
+    torch.manual_seed(0)
+    model = DetailSemNet(backbone="dsnet_tiny", img_size=64)
+    assert weight_average(model, 0.0) is None
+    with pytest.raises(ValueError, match="below 1"):
+        weight_average(model, 1.0)
+    ema = weight_average(model, 0.9)
+    name, parameter = "match_proj.weight", dict(model.named_parameters())["match_proj.weight"]
+    first = parameter.detach().clone()
+    ema.update_parameters(model)  # the first update copies the weights
+    with torch.no_grad():
+        parameter.add_(1.0)
+    ema.update_parameters(model)
+    averaged = dict(ema.module.named_parameters())[name]
+    torch.testing.assert_close(averaged, 0.9 * first + 0.1 * (first + 1.0))
+    buffers = dict(ema.module.named_buffers())
+    assert any("running_mean" in b for b in buffers) or not buffers  # buffers are averaged with the weights (use_buffers)
+
+
+@pytest.mark.slow
+@needs_cedar
+def test_a_run_with_a_weight_average_validates_and_ships_it_and_resumes_it_exactly(tmp_path: Path) -> None:
+    dataset = tiny_cedar(tmp_path)
+    straight = small_config(dataset, tmp_path / "straight", epochs=2)
+    straight.ema_decay = 0.6
+    run(straight)
+    last = tmp_path / "straight" / "last"
+    average = {k.removeprefix("module."): v for k, v in load_file(str(last / "ema.safetensors")).items() if k.startswith("module.")}
+    raw = load_file(str(last / "model.safetensors"))
+    assert any(not torch.equal(average[k], raw[k]) for k in raw), "the average is not the last step's weights"
+
+    interrupted = small_config(dataset, tmp_path / "interrupted", epochs=2)
+    interrupted.ema_decay = 0.6
+    run(interrupted, stop_after=1)
+    folder = tmp_path / "interrupted"
+    first = {k.removeprefix("module."): v for k, v in load_file(str(folder / "last" / "ema.safetensors")).items() if k != "n_averaged"}
+    for name, value in load_file(str(folder / "best" / "model.safetensors")).items():  # what was validated and kept
+        torch.testing.assert_close(value, first[name], rtol=0, atol=0)
+    run(interrupted, resume=True)
+    resumed = load_file(str(tmp_path / "interrupted" / "last" / "ema.safetensors"))
+    for name, value in load_file(str(last / "ema.safetensors")).items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=f"the average diverged at {name}")

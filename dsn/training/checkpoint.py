@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from dsn.model.detailsemnet import DetailSemNet
 
 MANIFEST = "manifest.json"
+EMA_NAME = "ema.safetensors"  # the moving average of the weights (AveragedModel state), when the run keeps one
 KILL_HOOK = "DSN_KILL_DURING_SAVE"  # tests: "<point>@<epoch>" sends SIGKILL to this process at that point of that save
 
 
@@ -120,8 +121,10 @@ def save_state(
     state: dict,
     writer_head: torch.nn.Module | None = None,
     also: Callable[[Path], None] | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> None:
-    """Model + optimizer (+ writer head) as safetensors, counters as JSON: resumable without pickle, swapped in atomically.
+    """Model + optimizer (+ writer head, + weight average) as safetensors, counters as JSON: resumable without pickle,
+    swapped in atomically.
 
     ``also(scratch)`` writes more files (metrics, model card) into the checkpoint before it is sealed."""
     with atomic_folder(folder, state["epoch"]) as scratch:
@@ -130,6 +133,8 @@ def save_state(
         crash_point("model-half", state["epoch"], scratch)
         if writer_head is not None:
             save_file(writer_head.state_dict(), str(scratch / "writer_head.safetensors"))
+        if ema is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, str(scratch / EMA_NAME))
         opt = optimizer.state_dict()
         tensors = {f"{pid}.{key}": value for pid, slots in opt["state"].items() for key, value in slots.items() if torch.is_tensor(value)}
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(scratch / "optimizer.safetensors"))
@@ -159,12 +164,25 @@ def usable_checkpoint(folder: Path) -> Path:
     raise CheckpointError(f"no complete checkpoint to resume from in {folder.parent} ({details})")
 
 
-def load_state(folder: Path, model: DetailSemNet, optimizer: torch.optim.Optimizer, writer_head: torch.nn.Module | None = None) -> dict:
-    """Restore model, optimizer (and writer head) from the newest verified checkpoint at ``folder``; return its counters."""
+def load_state(
+    folder: Path,
+    model: DetailSemNet,
+    optimizer: torch.optim.Optimizer,
+    writer_head: torch.nn.Module | None = None,
+    ema: torch.nn.Module | None = None,
+) -> dict:
+    """Restore model, optimizer (writer head, weight average) from the newest verified checkpoint at ``folder``;
+    return its counters. A run that turns the average on when resumed starts it from the restored weights."""
     folder = usable_checkpoint(Path(folder))
     model.load_state_dict(DetailSemNet.load(folder).state_dict())
     if writer_head is not None:
         writer_head.load_state_dict(load_file(str(folder / "writer_head.safetensors")))
+    if ema is not None:
+        if (folder / EMA_NAME).is_file():
+            ema.load_state_dict(load_file(str(folder / EMA_NAME)))
+        else:
+            print(f"{folder.name}/ holds no weight average: it starts from the resumed weights")
+            ema.update_parameters(model)
     flat = load_file(str(folder / "optimizer.safetensors"))
     slots: dict[int, dict] = {}
     for name, value in flat.items():

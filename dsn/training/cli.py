@@ -42,6 +42,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "workers": "DataLoader worker processes that prepare the next batches (0: in the training process)",
         "packed": "train from a file written by `python -m dsn pack-data` instead of the dataset folders",
         "threads": "torch threads per process (with torchrun on a CPU: cores / processes)",
+        "ema_decay": "validate, keep and ship an exponential moving average of the weights with this decay (0: off; e.g. 0.999)",
     }
     defaults = TrainConfig(data=[], out="")
     for f in fields(TrainConfig):

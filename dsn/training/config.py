@@ -38,6 +38,7 @@ class TrainConfig:
     drop_path_rate: float = 0.05
     train_writers: int = 0  # 0: every train writer; N: a fixed, dataset-proportional subset (learning curves)
     writer_loss_weight: float = 0.0  # >0: also classify the batch's genuine signatures by writer (cosine softmax)
+    ema_decay: float = 0.0  # >0: validate and ship an exponential moving average of the weights (e.g. 0.999)
     seed: int = 0
     threads: int = 2  # torch threads per process
     init: str = ""  # warm start: weights source (folder or hf://) whose weights the model starts from

@@ -93,6 +93,20 @@ def write_run_metrics(folder: Path, cfg: TrainConfig, val: dict, state: dict, da
     write_model_card(folder, {"val": val}, config, train_command(config), datasets=datasets, training_hours=state["seconds"] / 3600)
 
 
+def weight_average(model: DetailSemNet, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers (``decay`` > 0), else None.
+
+    Made before any compilation, so it stays an eager copy; ``.module`` is a DetailSemNet that saves like one.
+    """
+    if decay <= 0:
+        return None
+    if decay >= 1:
+        raise ValueError(f"ema_decay must be below 1 (0 turns the average off), not {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def build_model(cfg: TrainConfig, device: torch.device) -> DetailSemNet:
     torch.manual_seed(cfg.seed)
     model = DetailSemNet(
@@ -137,11 +151,12 @@ def _train(cfg: TrainConfig, rt: engine.Runtime, data: TrainingData, out: Path, 
         writer_head = WriterHead(model.backbone.num_features, sorted({im.writer for im in images})).to(rt.device)
         parameters += list(writer_head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = weight_average(model, cfg.ema_decay)
     state = {"epoch": 0, "step": 0, "best_eer": None, "history": [], "seconds": 0.0}
     if resume and any(
         p.exists() for p in (out / "last", checkpoint.sibling(out / "last", "partial"), checkpoint.sibling(out / "last", "previous"))
     ):
-        state = checkpoint.load_state(out / "last", model, optimizer, writer_head)
+        state = checkpoint.load_state(out / "last", model, optimizer, writer_head, ema)
         if rt.main:
             print(f"resumed from {out / 'last'} at epoch {state['epoch']}, step {state['step']}")
     step_module = engine.distribute(TrainStep(model, cfg, writer_head, rt.precision), rt, unused_parameters=writer_head is not None)
@@ -192,6 +207,8 @@ def _train(cfg: TrainConfig, rt: engine.Runtime, data: TrainingData, out: Path, 
                 result = one_step()
             torch.nn.utils.clip_grad_norm_(parameters, 5.0)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(float(result["loss"].detach()))
             state["step"] = step + 1
             if trace:
@@ -206,21 +223,22 @@ def _train(cfg: TrainConfig, rt: engine.Runtime, data: TrainingData, out: Path, 
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch + 1
         if rt.main:
-            _end_epoch(cfg, model, optimizer, writer_head, state, data, val_pairs, size, losses, out)
+            _end_epoch(cfg, model, optimizer, writer_head, state, data, val_pairs, size, losses, out, ema)
         engine.barrier(rt)
     return state
 
 
-def _end_epoch(cfg, model, optimizer, writer_head, state, data, val_pairs, size, losses, out) -> None:
-    """Rank 0: validate, keep the best weights, write ``last/`` and the history."""
+def _end_epoch(cfg, model, optimizer, writer_head, state, data, val_pairs, size, losses, out, ema=None) -> None:
+    """Rank 0: validate (the weight average, when the run keeps one), keep the best weights, write ``last/`` and the history."""
     epoch = state["epoch"]
     record = {"epoch": epoch, "step": state["step"], "size": size, "train_loss": float(np.mean(losses))}
+    shipped = model if ema is None else ema.module
     with engine.eager(model):
         # validation runs at the final size only: scores of a model still training at a smaller size say little
-        val = validate(model, data.val_cache, val_pairs) if size == cfg.img_size else None
+        val = validate(shipped, data.val_cache, val_pairs) if size == cfg.img_size else None
         if val is not None:
             record.update({f"val_{k}": v for k, v in val.items()})
-            model.config.threshold = float(val["threshold"])
+            model.config.threshold = shipped.config.threshold = float(val["threshold"])
             print(
                 f"epoch {epoch}: loss {record['train_loss']:.4f}  val EER {100 * val['eer']:.2f}% "
                 f"(global {100 * val['eer_global_only']:.2f}%, structural {100 * val['eer_structural_only']:.2f}%)  threshold {val['threshold']:.3f}"
@@ -231,8 +249,8 @@ def _end_epoch(cfg, model, optimizer, writer_head, state, data, val_pairs, size,
         if val is not None and (state["best_eer"] is None or val["eer"] <= state["best_eer"]):
             state["best_eer"] = val["eer"]
             with checkpoint.atomic_folder(out / "best", epoch) as scratch:
-                model.save(scratch)
+                shipped.save(scratch)
                 write_run_metrics(scratch, cfg, val, state, data.datasets)
         also = (lambda folder: write_run_metrics(folder, cfg, val, state, data.datasets)) if val is not None else None
-        checkpoint.save_state(out / "last", model, optimizer, state, writer_head, also=also)
+        checkpoint.save_state(out / "last", model, optimizer, state, writer_head, also=also, ema=ema)
     (out / "history.json").write_text(json.dumps(state["history"], indent=2))
