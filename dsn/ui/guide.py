@@ -44,9 +44,10 @@ GUIDE = {
         "A map can look convincing and still fail the sanity check. What would it be showing instead?",
     ),
     "references": (
-        "One query against several genuine signatures of the same writer, decided by the mean or the minimum distance.",
+        "One query against several genuine signatures of the same writer, decided by the mean or the minimum distance, "
+        "each at a threshold chosen on validation writers for that many references.",
         "How much the distances vary between the writer's own signatures: that spread is the writer's natural variation.",
-        "Why can the minimum rule only accept more queries as references are added, and when is that a risk?",
+        "Why does the minimum rule need a lower threshold the more references there are, and what would it accept without one?",
     ),
     "dataset": (
         "The standard protocol on a dataset split: every genuine-genuine and genuine-forged pair of each test writer, "
