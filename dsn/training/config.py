@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dsn.hub.modelcard import as_roots
+from dsn.hub.dataset_facts import as_roots
 
 # Fields that say how a run executes, not what it learns: a resumed run may change them.
 EXECUTION_FIELDS = ("device", "precision", "compile", "workers", "threads", "packed", "max_minutes")

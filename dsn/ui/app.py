@@ -18,7 +18,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.events import Dependency
 
-from dsn.hub.modelcard import dataset_label
+from dsn.hub.dataset_facts import dataset_label
 from dsn.loading import ModelInfo, source_label
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.ui.api import build_api
