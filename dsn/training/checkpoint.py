@@ -182,7 +182,7 @@ def load_state(
             ema.load_state_dict(load_file(str(folder / EMA_NAME)))
         else:
             print(f"{folder.name}/ holds no weight average: it starts from the resumed weights")
-            ema.update_parameters(model)
+            ema.load_state_dict({"n_averaged": torch.tensor(1), **{f"module.{k}": v for k, v in model.state_dict().items()}})
     flat = load_file(str(folder / "optimizer.safetensors"))
     slots: dict[int, dict] = {}
     for name, value in flat.items():
