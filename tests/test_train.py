@@ -239,3 +239,14 @@ def test_a_run_with_a_weight_average_validates_and_ships_it_and_resumes_it_exact
     resumed = load_file(str(tmp_path / "interrupted" / "last" / "ema.safetensors"))
     for name, value in load_file(str(last / "ema.safetensors")).items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=f"the average diverged at {name}")
+
+    # turned on when a run without it is resumed: it starts from the resumed weights, then follows the steps
+    late = small_config(dataset, tmp_path / "late", epochs=2)
+    run(late, stop_after=1)
+    assert not (tmp_path / "late" / "last" / "ema.safetensors").exists()
+    late.ema_decay = 0.6
+    run(late, resume=True)
+    average = load_file(str(tmp_path / "late" / "last" / "ema.safetensors"))
+    assert int(average["n_averaged"]) == 1 + late.steps_per_epoch, "the resumed weights, then one update a step"
+    raw = load_file(str(tmp_path / "late" / "last" / "model.safetensors"))
+    assert not torch.equal(average["module.match_proj.weight"], raw["match_proj.weight"])

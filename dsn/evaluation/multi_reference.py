@@ -162,7 +162,7 @@ def multi_reference_metrics(
 
 
 def rule_thresholds(
-    matrices: dict[int, WriterDistances], ks: Sequence[int], rules: Sequence[str] = ("mean", "min"), max_sets: int = 50
+    matrices: dict[int, WriterDistances], ks: Sequence[int], rules: Sequence[str] = REFERENCE_RULES, max_sets: int = 50
 ) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Each rule's EER threshold for every K the writers allow, and the rows (K, rule, EER, threshold).
 

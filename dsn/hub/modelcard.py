@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from huggingface_hub import ModelCardData
@@ -118,18 +118,23 @@ def multi_reference_section(metrics: dict) -> str:
     if not tested:
         return "Not measured with several references yet (`python -m dsn evaluate ... --references 1 3 5`)."
     columns = sorted({(r["references"], r["rule"]) for _, rows in tested for r in rows}, key=_column_order)
-    header = " | ".join(f"{k} ref." if rule == "single" else f"{k} refs, {rule}" for k, rule in columns)
-    lines = [
+    intro = [
         "EER when each query is compared with K genuine references of its writer (the trial's distance is the",
         "mean or the minimum of the K distances; references drawn from the writer's other genuine signatures):",
-        "",
-        f"| test writers of | {header} |",
-        "|---|" + "---:|" * len(columns),
     ]
-    for name, rows in tested:
+    header = [f"{k} ref." if rule == "single" else f"{k} refs, {rule}" for k, rule in columns]
+
+    def eers(rows: list[dict]) -> list[str]:
         by_column = {(r["references"], r["rule"]): r["eer"] for r in rows}
-        lines.append(f"| {dataset_label(name)} | " + " | ".join(_cell(by_column.get(c), "%") for c in columns) + " |")
-    return "\n".join(lines + _rule_threshold_lines(tested))
+        return [_cell(by_column.get(c), "%") for c in columns]
+
+    return "\n".join(_dataset_table(intro, header, tested, eers) + _rule_threshold_lines(tested))
+
+
+def _dataset_table(intro: list[str], header: list[str], tested: list[tuple[str, list[dict]]], cells: Callable) -> list[str]:
+    """Lines of a table with one row per tested dataset: ``cells(rows)`` gives that dataset's cells."""
+    lines = [*intro, "", f"| test writers of | {' | '.join(header)} |", "|---|" + "---:|" * len(header)]
+    return lines + [f"| {dataset_label(name)} | " + " | ".join(cells(rows)) + " |" for name, rows in tested]
 
 
 def _column_order(column: tuple[int, str]) -> tuple[int, int, str]:
@@ -147,20 +152,18 @@ def _rule_threshold_lines(tested: list[tuple[str, list[dict]]]) -> list[str]:
     if not decided:
         return []
     thresholds = {(r["references"], r["rule"]): r["shipped_threshold"] for _, rows in tested for r in rows if "far" in r}
-    header = " | ".join(f"{k} refs, {rule} (threshold {thresholds[(k, rule)]:.3f})" for k, rule in decided)
-    lines = [
+    intro = [
         "",
         "Each rule is decided at its own threshold, chosen on the validation writers for that number of references",
         "(`python -m dsn calibrate`); FAR / FRR on the test writers at those thresholds:",
-        "",
-        f"| test writers of | {header} |",
-        "|---|" + "---:|" * len(decided),
     ]
-    for name, rows in tested:
+    header = [f"{k} refs, {rule} (threshold {thresholds[(k, rule)]:.3f})" for k, rule in decided]
+
+    def rates(rows: list[dict]) -> list[str]:
         by_column = {(r["references"], r["rule"]): r for r in rows if "far" in r}
-        cells = [f"{100 * by_column[c]['far']:.2f}% / {100 * by_column[c]['frr']:.2f}%" if c in by_column else "-" for c in decided]
-        lines.append(f"| {dataset_label(name)} | " + " | ".join(cells) + " |")
-    return lines
+        return [f"{100 * by_column[c]['far']:.2f}% / {100 * by_column[c]['frr']:.2f}%" if c in by_column else "-" for c in decided]
+
+    return _dataset_table(intro, header, tested, rates)
 
 
 def threshold_provenance(metrics: dict) -> str:

@@ -5,8 +5,7 @@ query against a handful of them is how a bank or a forensic examiner works.
 Each image is embedded once (one backbone pass over query + references), then
 every reference is compared with the query, and two combined decisions are
 reported: by the *mean* distance (robust: one odd reference cannot carry the
-decision) and by the *minimum* distance (lenient: the closest specimen decides,
-so more references can only make acceptance easier).
+decision) and by the *minimum* distance (lenient: the closest specimen decides).
 
 Each rule is judged at its own threshold, chosen on validation writers for that
 rule and that number of references (``calibrate``): the minimum of five

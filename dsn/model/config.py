@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field, fields
 
 PREPROCESSING_MODES = ("letterbox", "stretch")
+# How K genuine references are combined into one distance (see dsn.inspect.reference_set).
+REFERENCE_RULES = ("mean", "min")
 # The only backbones a config may name: this project's own (registered with timm by dsn.model).
 # Anything else (a huge timm model, an "hf-hub:" address that timm would download) is refused
 # before a single tensor is allocated.
@@ -23,10 +25,8 @@ CHOICES = {
     "global_distance": ("normalized_l2", "l2"),
     "structural_tokens": ("normed", "pre_norm"),
     "ink_mask": ("stroke_fraction", "area_mean"),
-    "reference_rule": ("mean", "min"),
+    "reference_rule": REFERENCE_RULES,
 }
-# How K genuine references are combined into one distance (see dsn.inspect.reference_set).
-REFERENCE_RULES = ("mean", "min")
 MAX_CALIBRATED_REFERENCES = 32
 # Inclusive ranges of the numeric fields: wide enough for any sensible checkpoint.
 RANGES = {

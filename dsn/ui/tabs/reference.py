@@ -152,7 +152,7 @@ class ReferenceSetView:
         gr.Markdown(
             "Check one query against several **genuine** signatures of the same writer. Each reference is compared "
             "with the query; the decision is combined by the **mean** distance (robust) and by the **minimum** "
-            "(lenient: more references can only help acceptance), each judged at its own threshold chosen on validation "
+            "(lenient: the closest reference decides), each judged at its own threshold chosen on validation "
             f"writers for that many references; the rule with the lower validation error decides. Up to {MAX_REFERENCES} references.",
             elem_classes="dsn-note",
         )
