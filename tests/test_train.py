@@ -245,7 +245,7 @@ def test_a_run_with_a_weight_average_validates_and_ships_it_and_resumes_it_exact
     run(late, stop_after=1)
     assert not (tmp_path / "late" / "last" / "ema.safetensors").exists()
     late.ema_decay = 0.6
-    run(late, resume=True)
+    run(late, resume=True, allow_recipe_change=True)
     average = load_file(str(tmp_path / "late" / "last" / "ema.safetensors"))
     assert int(average["n_averaged"]) == 1 + late.steps_per_epoch, "the resumed weights, then one update a step"
     raw = load_file(str(tmp_path / "late" / "last" / "model.safetensors"))

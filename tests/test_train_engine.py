@@ -143,7 +143,14 @@ def test_two_process_ddp_run_steps_on_different_writers_and_resumes(tmp_path: Pa
     for mine, theirs in zip(*traces):
         assert mine["writers"] and theirs["writers"] and not set(mine["writers"]) & set(theirs["writers"])
     assert (out / "best" / "model.safetensors").is_file() and (out / "last" / "manifest.json").is_file()
-    done = subprocess.run([*launch, *args, "--epochs", "2", "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*launch, *args, "--epochs", "2", "--resume", "--allow-recipe-change"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stdout and json.loads((out / "last" / "train_state.json").read_text())["step"] == 4
 

@@ -47,7 +47,7 @@ CARD_ROWS = (
 
 
 def train_command(train_config: dict) -> str:
-    """The ``python -m dsn train`` command line that reproduces a saved TrainConfig."""
+    """The ``python -m dsn train`` command line that reproduces a saved TrainConfig, and any recipe changes it recorded."""
     data_args = [arg for root in as_roots(train_config["data"]) for arg in ("--data", root)]
     args = ["python", "-m", "dsn", "train", *data_args, "--out", str(train_config["out"])]
     args += ["--size", str(train_config.get("backbone", "dsnet_tiny"))]
@@ -59,7 +59,11 @@ def train_command(train_config: dict) -> str:
             args.append(flag if value else f"--no-{key.replace('_', '-')}")
         else:
             args += [flag, str(value)]
-    return shlex.join(args)
+    lines = [shlex.join(args)]
+    for entry in (train_config.get("notes") or {}).get("recipe_changes", []):  # written by dsn.training.run_folder
+        changed = ", ".join(f"--{name.replace('_', '-')} {c['from']} -> {c['to']}" for name, c in entry["changes"].items())
+        lines.append(f"# resumed after epoch {entry['epoch']} with a changed recipe ({changed}); the command is the final recipe")
+    return "\n".join(lines)
 
 
 def _cell(value: object, kind: str) -> str:

@@ -29,6 +29,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
     p.add_argument(
+        "--allow-recipe-change",
+        action="store_true",
+        help="resume with other recipe options than the run was started with (recorded in its train_config.json and card)",
+    )
+    p.add_argument(
         "--stop-after-epoch",
         type=int,
         default=None,
@@ -81,6 +86,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from dsn.training.run_folder import RunFolderError
     from dsn.training.train import run
 
     names = {f.name for f in fields(TrainConfig)}
@@ -91,7 +97,11 @@ def run_train(args: argparse.Namespace) -> int:
     if not cfg.packed and not args.data:
         print("error: give --data (a dataset folder, repeatable) or --packed FILE", file=sys.stderr)
         return 2
-    state = run(cfg, resume=args.resume, stop_after=args.stop_after_epoch)
+    try:
+        state = run(cfg, resume=args.resume, stop_after=args.stop_after_epoch, allow_recipe_change=args.allow_recipe_change)
+    except RunFolderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:  # one summary per run, not one per process
         print(json.dumps({"best_val_eer": state["best_eer"], "epochs": state["epoch"], "steps": state["step"]}))
     return 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from dsn.hub.dataset_facts import as_roots
 
 # Fields that say how a run executes, not what it learns: a resumed run may change them.
 EXECUTION_FIELDS = ("device", "precision", "compile", "workers", "threads", "packed", "max_minutes")
+NOT_RECIPE = (*EXECUTION_FIELDS, "out", "notes")
 
 
 @dataclass
@@ -46,9 +48,30 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     compile: bool = False  # torch.compile the backbone (eager if compilation fails)
     workers: int = 1  # DataLoader worker processes preparing the next batches (0: in the training process)
-    packed: str = ""
-    max_minutes: float = 0.0  # >0: end the run (validated, checkpointed) once this much training time is spent  # a file of `python -m dsn pack-data`: train from it instead of the dataset folders
+    packed: str = ""  # a file of `python -m dsn pack-data`: train from it instead of the dataset folders
+    max_minutes: float = 0.0  # >0: end the run (validated, checkpointed) once this much training time is spent
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = as_roots(self.data)  # configs of single-dataset runs hold one folder
+
+
+def recipe_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple[object, object]]:
+    """Recipe fields (what the run learns) whose value in ``cfg`` differs from a run folder's saved config.
+
+    A field the saved config lacks was added to the project after that run started; its default is what ran.
+    Datasets are compared by folder name (a run may move to another machine); a packed run names none.
+    """
+    defaults = TrainConfig(data=[], out="")
+    changes = {}
+    for spec in fields(TrainConfig):
+        if spec.name in NOT_RECIPE:
+            continue
+        old, new = saved.get(spec.name, getattr(defaults, spec.name)), getattr(cfg, spec.name)
+        if spec.name == "data":
+            old, new = [Path(root).name for root in as_roots(old)], [Path(root).name for root in new]
+            if not old or not new:
+                continue
+        if old != new:
+            changes[spec.name] = (old, new)
+    return changes

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from dsn.loading import ModelInfo, load
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.training import checkpoint, engine
 from dsn.training.config import TrainConfig
+from dsn.training.run_folder import CONFIG_NAME, config_to_write
 from dsn.training.sampling import BatchStream, WriterIndex, batch_loader, name_groups, subset_writers, writer_weights
 from dsn.training.step import TrainStep, WriterHead, learning_rate
 
@@ -131,16 +132,19 @@ def build_model(cfg: TrainConfig, device: torch.device) -> DetailSemNet:
     return model.to(device)
 
 
-def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, allow_recipe_change: bool = False) -> dict:
     """Train (or resume) the run in ``cfg.out``; ``stop_after`` ends this call after that epoch,
-    the learning-rate schedule still spanning ``cfg.epochs``, so a run can be split across sessions."""
+    the learning-rate schedule still spanning ``cfg.epochs``, so a run can be split across sessions.
+    Refuses (``RunFolderError``) to overwrite another run or to resume one with another recipe unless allowed."""
+    record = config_to_write(cfg, resume, allow_recipe_change)
+    cfg = replace(cfg, notes=record["notes"])  # recorded recipe changes reach the model card
     torch.set_num_threads(cfg.threads)
     rt = engine.start(cfg.device, cfg.precision)
     out = Path(cfg.out)
     try:
         if rt.main:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+            (out / CONFIG_NAME).write_text(json.dumps(record, indent=2))
             print(f"training on {rt.describe()}")
         data = load_data(cfg, validate_here=rt.main)
         return _train(cfg, rt, data, out, resume, stop_after)
