@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dsn.data.strokes import uniform_strokes
 from dsn.model.config import PREPROCESSING_MODES
 
 MAX_PIXELS: int = 40_000_000
@@ -328,7 +329,8 @@ def preprocess(
     another resolution or position gives the same input; the ink box centre
     lands on the canvas centre (to within half a model pixel). ``mode="stretch"``
     instead gives the official input (``stretch_whole_image``), for checkpoints
-    trained with the authors' code; the ink checks run in both modes.
+    trained with the authors' code; ``mode="strokes"`` re-draws the letterboxed ink at one width and
+    tone (``dsn.data.strokes``); the ink checks run in every mode.
     """
     if mode not in PREPROCESSING_MODES:
         raise ValueError(f"mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
@@ -366,5 +368,7 @@ def preprocess(
     canvas = _resample(strength[crop[1] : crop[3], crop[0] : crop[2]], scale, offset, size)
     # 8-bit levels, like the stretched input: datasets are held as uint8 (``ImageCache``), so a pair
     # embedded alone and the same pair embedded from a dataset see exactly the same pixels.
+    if mode == "strokes":
+        canvas = uniform_strokes(canvas)
     canvas = (np.round(canvas * 255) / 255).astype(np.float32)
     return Preprocessed(canvas, original, crop, float(scale), (float(offset[0]), float(offset[1])), notes)

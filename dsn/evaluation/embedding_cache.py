@@ -35,6 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from dsn.data import augment, strokes
 from dsn.data import preprocess as preprocess_module
 from dsn.data.dataset import ImageCache, SignatureImage
 from dsn.evaluation.scoring import EMBED_BATCH, embed_cache
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = "2"  # 2: the checksum covers the key -> row mapping and the grid too
 # The modules whose source decides what an embedding is: their code, not their file names, is hashed,
 # so moving a module keeps every cache valid and changing one invalidates it.
-_PIPELINE_MODULES = (preprocess_module, backbone, official, dsi, ink, config, detailsemnet)
+_PIPELINE_MODULES = (preprocess_module, strokes, augment, backbone, official, dsi, ink, config, detailsemnet)
 _TENSOR_NAMES = ("global_feature", "tokens", "ink_mask")
 
 Progress = Callable[[int, int, str], None]  # (images done, total, stage: preprocessing / embedding)

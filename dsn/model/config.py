@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-PREPROCESSING_MODES = ("letterbox", "stretch")
+PREPROCESSING_MODES = ("letterbox", "stretch", "strokes")
 # How K genuine references are combined into one distance (see dsn.inspect.reference_set).
 REFERENCE_RULES = ("mean", "min")
 # The only backbones a config may name: this project's own (registered with timm by dsn.model).
@@ -56,7 +56,9 @@ class DetailSemNetConfig:
     sinkhorn_iterations: int = 100
     threshold: float = 0.6  # decision threshold on the total distance, chosen on validation writers
     drop_path_rate: float = 0.0
-    preprocessing: str = "letterbox"  # "letterbox": crop to the ink, keep aspect; "stretch": the official whole-image resize
+    # "letterbox": crop to the ink, keep aspect; "stretch": the official whole-image resize;
+    # "strokes": letterbox, then the centre lines at one width and tone (dsn.data.strokes)
+    preprocessing: str = "letterbox"
     global_distance: str = "normalized_l2"  # "l2": plain L2 of the mean final token, as the official code
     structural_tokens: str = "normed"  # "pre_norm": head applied before the final norm, as the official code
     ink_mask: str = "stroke_fraction"  # "area_mean": the official rule (cell mean above the image's minimum)

@@ -18,6 +18,7 @@ class TrainConfig:
     out: str
     backbone: str = "dsnet_tiny"
     img_size: int = 224
+    preprocessing: str = "letterbox"  # "strokes": train and ship on uniform strokes (dsn.data.strokes)
     warm_size: int = 128  # smaller inputs for the first warm_epochs: cheaper steps while features form
     warm_epochs: int = 0
     epochs: int = 30

@@ -19,6 +19,7 @@ import torch
 
 from dsn.data.augment import Augment, MediaAugment
 from dsn.data.dataset import WRITER_NAMESPACE, ImageCache, SignatureImage
+from dsn.data.strokes import uniform_strokes
 from dsn.training.config import TrainConfig
 
 
@@ -196,7 +197,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             picture = self.cache[i]
             if self.cfg.media_augment > 0:
                 picture = self.media(picture, rng)
-            pictures.append(self.augment(picture, rng))
+            picture = self.augment(picture, rng)
+            pictures.append(uniform_strokes(picture) if self.cfg.preprocessing == "strokes" else picture)
         images = torch.from_numpy(np.stack(pictures))[:, None]
         return {"step": step, "images": images, "writers": self.writers[idx], "genuine": self.genuine[idx], "index": torch.tensor(idx)}
 

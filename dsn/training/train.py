@@ -29,6 +29,7 @@ from tqdm import tqdm  # text bars everywhere: tqdm.auto wants ipywidgets in not
 
 from dsn.data.dataset import ImageCache, SignatureImage, protocol_pairs, split_images_of
 from dsn.data.pack import read_pack
+from dsn.data.strokes import uniform_strokes_uint8
 from dsn.evaluation.metrics import equal_error_rate, summarize
 from dsn.evaluation.scoring import embed_cache, score_pairs
 from dsn.hub.modelcard import train_command, write_model_card
@@ -54,6 +55,16 @@ class TrainingData:
     weights: dict[int, float] | None = None  # writer draw weights (cross-media classes per person)
 
 
+def as_model_input(cache: ImageCache, cfg: TrainConfig) -> ImageCache:
+    """Validation images as the shipped model will see them; train images stay letterboxed and are
+    turned into uniform strokes after augmentation (``BatchStream``)."""
+    if cfg.preprocessing == "letterbox":
+        return cache
+    if cfg.preprocessing != "strokes":
+        raise ValueError(f"training supports the preprocessing 'letterbox' and 'strokes', not {cfg.preprocessing!r}")
+    return ImageCache.from_pixels(cache.images, uniform_strokes_uint8(cache.pixels), mode="strokes")
+
+
 def load_data(cfg: TrainConfig, validate_here: bool = True) -> TrainingData:
     sizes = {cfg.img_size} | ({cfg.warm_size} if cfg.warm_epochs > 0 else set())
     if cfg.packed:
@@ -64,13 +75,12 @@ def load_data(cfg: TrainConfig, validate_here: bool = True) -> TrainingData:
         full = {size: pack.cache("train", size) for size in sizes}
         caches = {size: ImageCache.from_pixels(train, c.pixels[keep]) for size, c in full.items()}
         val = pack.images["val"]
-        return TrainingData(
-            train, caches, val, pack.cache("val", cfg.img_size) if validate_here else None, pack.groups, tuple(pack.datasets), pack.weights
-        )
+        val_cache = as_model_input(pack.cache("val", cfg.img_size), cfg) if validate_here else None
+        return TrainingData(train, caches, val, val_cache, pack.groups, tuple(pack.datasets), pack.weights)
     train = subset_writers(split_images_of(cfg.data, "train"), cfg.train_writers, cfg.seed)
     val = split_images_of(cfg.data, "val")  # pooled: one threshold for every dataset trained on
     caches = {size: ImageCache(train, size, progress=validate_here) for size in sizes}
-    val_cache = ImageCache(val, cfg.img_size) if validate_here else None
+    val_cache = as_model_input(ImageCache(val, cfg.img_size), cfg) if validate_here else None
     datasets = tuple(Path(root).name for root in cfg.data)
     return TrainingData(train, caches, val, val_cache, name_groups(cfg.data), datasets, writer_weights(cfg.data))
 
@@ -123,7 +133,11 @@ def update_average(average: torch.optim.swa_utils.AveragedModel, model: DetailSe
 def build_model(cfg: TrainConfig, device: torch.device) -> DetailSemNet:
     torch.manual_seed(cfg.seed)
     model = DetailSemNet(
-        backbone=cfg.backbone, img_size=cfg.img_size, structural_weight=cfg.structural_weight, drop_path_rate=cfg.drop_path_rate
+        backbone=cfg.backbone,
+        img_size=cfg.img_size,
+        structural_weight=cfg.structural_weight,
+        drop_path_rate=cfg.drop_path_rate,
+        preprocessing=cfg.preprocessing,
     )
     if cfg.init:
         warm = load(cfg.init, allow_untrained=False)
