@@ -92,6 +92,16 @@ def test_a_reference_set_result_fits_the_screen_and_names_the_deciding_rule(page
     assert overflow(page) <= 0, f"{overflow(page)} px too wide"
     decision = page.locator("#refset-decision").inner_text()
     assert "rule (decides)" in decision and "chosen on validation writers" in decision, decision
+    covered = page.evaluate(
+        """() => { const g = document.querySelector('#refset-gallery'), box = (e) => e.getBoundingClientRect();
+                   const over = (a, b) => Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top))
+                                          * Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left));
+                   const label = box(g.querySelector('label, [data-testid=block-label]'));
+                   return [...g.querySelectorAll('.thumbnail-item')].map((item) => {
+                       const img = box(item.querySelector('img'));
+                       return over(box(item.querySelector('.caption-label')), img) + over(label, img); }); }"""
+    )
+    assert len(covered) == 4 and max(covered) < 1, f"captions or the gallery's label cover a signature ({covered} px²)"
 
 
 def test_a_missing_input_gets_a_message_and_no_old_verdict_stays(page: Page) -> None:

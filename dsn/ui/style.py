@@ -39,7 +39,14 @@ CSS = """
 .tab-container.visually-hidden button { font-size: 1px !important; padding: 0 !important; min-width: 0 !important; }
 .overflow-menu { display: none !important; }
 .table-wrap, .table-container { max-width: 100%; overflow-x: auto; }
-#refset-gallery .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+/* captions under each thumbnail, not over it: Gradio lays them over the picture, where a file name and a distance
+   covered half a signature on a phone */
+#refset-gallery .grid-container { padding-top: 2.4em !important; }
+@media (max-width: 600px) { #refset-gallery .grid-container { padding-top: 3.6em !important; } }
+#refset-gallery .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex; flex-direction: column; }
+#refset-gallery .thumbnail-item img { height: 110px !important; width: 100% !important; object-fit: contain; flex: none; }
+#refset-gallery .caption-label { position: static !important; max-width: 100% !important; white-space: normal !important;
+  overflow: visible !important; text-overflow: clip !important; overflow-wrap: anywhere; text-align: left; }
 /* a wide table scrolls, not the page: the page's side padding is 2 x 32 px on a phone (a percentage would not bound
    the column, which takes the width of its widest child) */
 @media (max-width: 600px) { .block:has(table) { max-width: calc(100vw - 64px); overflow-x: auto; } }
