@@ -250,3 +250,20 @@ def test_a_run_with_a_weight_average_validates_and_ships_it_and_resumes_it_exact
     assert int(average["n_averaged"]) == 1 + late.steps_per_epoch, "the resumed weights, then one update a step"
     raw = load_file(str(tmp_path / "late" / "last" / "model.safetensors"))
     assert not torch.equal(average["module.match_proj.weight"], raw["match_proj.weight"])
+
+
+def test_the_active_pair_mean_keeps_a_hard_pair_pull_whatever_the_easy_pairs() -> None:
+    from dsn.training.losses import double_margin_loss
+
+    genuine = torch.tensor([True, False, False, False, False])
+    few_easy = torch.tensor([0.2, 0.5, 1.2, 1.3, 1.4], requires_grad=True)  # one hard forgery (0.5 < 0.9), three easy
+    many_easy = torch.tensor([0.2, 0.5, 0.95, 0.95, 0.95, 1.0, 1.1], requires_grad=True)
+    genuine_many = torch.tensor([True, False, False, False, False, False, False])
+    pulls = {}
+    for active in (False, True):
+        for name, d, g in (("few", few_easy, genuine), ("many", many_easy, genuine_many)):
+            (grad,) = torch.autograd.grad(double_margin_loss(d, g, active_only=active), d)
+            pulls[active, name] = float(grad[1])
+    assert pulls[True, "few"] == pytest.approx(pulls[True, "many"]) == pytest.approx(-2 * 0.4), "the hard pair alone sets the mean"
+    assert abs(pulls[False, "many"]) < abs(pulls[False, "few"]), "over all pairs, more easy pairs dilute the hard one"
+    assert double_margin_loss(torch.tensor([0.1, 1.5]), torch.tensor([True, False]), active_only=True) == 0

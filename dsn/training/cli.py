@@ -39,7 +39,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="end this call after that epoch (resume later; the schedule still spans --epochs)",
     )
-    choices = {"device": DEVICES, "precision": PRECISIONS}
+    choices = {"device": DEVICES, "precision": PRECISIONS, "preprocessing": ("letterbox", "strokes"), "pair_mean": ("all", "active")}
     helps = {
         "device": "auto: this process's CUDA GPU when there is one, else the CPU",
         "precision": "auto: bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16, else fp32",
@@ -47,6 +47,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "workers": "DataLoader worker processes that prepare the next batches (0: in the training process)",
         "packed": "train from a file written by `python -m dsn pack-data` instead of the dataset folders",
         "threads": "torch threads per process (with torchrun on a CPU: cores / processes)",
+        "preprocessing": "model input: letterbox (the ink as scanned) or strokes (centre lines at one width and tone; shipped with the weights)",
+        "pair_mean": "each loss term's mean: over all pairs, or over the pairs still inside their margin (active)",
         "ema_decay": "validate, keep and ship an exponential moving average of the weights with this decay (0: off; e.g. 0.999)",
     }
     defaults = TrainConfig(data=[], out="")

@@ -32,6 +32,7 @@ class TrainConfig:
     structural_weight: float = 1.0
     part_loss_weight: float = 0.5  # extra loss on each part (global, structural) alone
     random_negative_weight: float = 0.5
+    pair_mean: str = "all"  # "active": the loss averages over pairs still inside their margin only (harder pairs weigh more)
     same_name_partners: float = 0.0  # share of batch writers drawn as a same-name partner of another (cross-media hard negatives)
     pos_margin: float = 0.3
     neg_margin: float = 0.9

@@ -17,13 +17,20 @@ def double_margin_loss(
     pos_margin: float = 0.3,
     neg_margin: float = 0.9,
     weight: torch.Tensor | None = None,
+    active_only: bool = False,
 ) -> torch.Tensor:
     """Class-balanced: positives and negatives each contribute their mean, so batches with
-    many more negatives than positives (all pairs of a batch) do not drown the positives."""
+    many more negatives than positives (all pairs of a batch) do not drown the positives.
+
+    ``active_only`` takes each mean over the pairs still on the wrong side of their margin: as training
+    goes on most pairs cost nothing, and a mean over all of them shrinks the hard ones' pull with it.
+    """
     genuine = genuine.bool()
     per_pair = torch.where(genuine, F.relu(distance - pos_margin), F.relu(neg_margin - distance)).pow(2)
     if weight is None:
         weight = torch.ones_like(distance)
+    if active_only:
+        weight = weight * (per_pair.detach() > 0)
     pos_w = weight * genuine
     neg_w = weight * (~genuine)
     pos = (per_pair * pos_w).sum() / pos_w.sum().clamp(min=1e-8)

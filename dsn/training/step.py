@@ -87,7 +87,8 @@ def train_step(
         result = model.compare(emb[a], emb[b], iterations=cfg.train_sinkhorn_iterations)
 
         def loss_of(distance: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-            return double_margin_loss(distance, positive, cfg.pos_margin * scale, cfg.neg_margin * scale, weight)
+            margins = cfg.pos_margin * scale, cfg.neg_margin * scale
+            return double_margin_loss(distance, positive, *margins, weight, active_only=cfg.pair_mean == "active")
 
         main = loss_of(result.distance)
         # each part alone must also separate (its margins scaled by its share of the total)
