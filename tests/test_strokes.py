@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from dsn.data.augment import skeletonize, stroke_width_px
-from dsn.data.dataset import ImageCache, SignatureImage
+from dsn.data.dataset import ImageCache, SignatureImage, split_images
 from dsn.data.preprocess import preprocess
 from dsn.data.strokes import uniform_strokes
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.training.config import TrainConfig
 from dsn.training.sampling import BatchStream, WriterIndex
+from dsn.training.train import as_model_input
+
+BENGALI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bhsig-bengali"
 
 
 def written(thickness: int, tone: int, size: int = 224) -> np.ndarray:
@@ -68,3 +73,19 @@ def test_training_on_strokes_draws_them_after_augmentation_and_ships_the_mode() 
     assert len(torch.unique(plain)) > 2 and set(torch.unique(strokes).tolist()) == {0.0, 1.0}
     model = DetailSemNet(backbone="dsnet_tiny", img_size=96, preprocessing="strokes")
     assert model.config.preprocessing == "strokes"
+
+
+@pytest.mark.skipif(not BENGALI.is_dir(), reason=f"BHSig-Bengali not found at {BENGALI}")
+def test_training_validates_on_exactly_the_pixels_the_shipped_model_will_see() -> None:
+    """Validation draws strokes from the uint8 letterbox cache; inference drew them from the unquantised canvas,
+    and a few pixels in most images came out different."""
+    images = split_images(BENGALI, "val")[:12]
+    letterbox = ImageCache(images, 224, progress=False)
+    cfg = TrainConfig(data=[], out="", preprocessing="strokes")
+    np.testing.assert_array_equal(as_model_input(letterbox, cfg).pixels, ImageCache(images, 224, progress=False, mode="strokes").pixels)
+
+
+def test_a_misspelt_training_choice_is_refused() -> None:
+    for field, value in (("preprocessing", "stroke"), ("preprocessing", "stretch"), ("pair_mean", "Active")):
+        with pytest.raises(ValueError, match=field):
+            TrainConfig(data=[], out="", **{field: value})

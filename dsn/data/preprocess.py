@@ -368,7 +368,7 @@ def preprocess(
     canvas = _resample(strength[crop[1] : crop[3], crop[0] : crop[2]], scale, offset, size)
     # 8-bit levels, like the stretched input: datasets are held as uint8 (``ImageCache``), so a pair
     # embedded alone and the same pair embedded from a dataset see exactly the same pixels.
-    if mode == "strokes":
-        canvas = uniform_strokes(canvas)
     canvas = (np.round(canvas * 255) / 255).astype(np.float32)
+    if mode == "strokes":  # drawn from the 8-bit canvas, as training draws them from its uint8 caches
+        canvas = uniform_strokes(canvas)
     return Preprocessed(canvas, original, crop, float(scale), (float(offset[0]), float(offset[1])), notes)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from dsn.precision import DEVICES, PRECISIONS
-from dsn.training.config import TrainConfig
+from dsn.training.config import PAIR_MEANS, TRAIN_INPUTS, TrainConfig
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="end this call after that epoch (resume later; the schedule still spans --epochs)",
     )
-    choices = {"device": DEVICES, "precision": PRECISIONS, "preprocessing": ("letterbox", "strokes"), "pair_mean": ("all", "active")}
+    choices = {"device": DEVICES, "precision": PRECISIONS, "preprocessing": TRAIN_INPUTS, "pair_mean": PAIR_MEANS}
     helps = {
         "device": "auto: this process's CUDA GPU when there is one, else the CPU",
         "precision": "auto: bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16, else fp32",

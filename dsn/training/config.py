@@ -10,6 +10,8 @@ from dsn.hub.dataset_facts import as_roots
 # Fields that say how a run executes, not what it learns: a resumed run may change them.
 EXECUTION_FIELDS = ("device", "precision", "compile", "workers", "threads", "packed", "max_minutes")
 NOT_RECIPE = (*EXECUTION_FIELDS, "out", "notes")
+TRAIN_INPUTS = ("letterbox", "strokes")  # preprocessing modes training can produce (dsn.model.config has "stretch" too)
+PAIR_MEANS = ("all", "active")
 
 
 @dataclass
@@ -56,6 +58,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = as_roots(self.data)  # configs of single-dataset runs hold one folder
+        for name, allowed in (("preprocessing", TRAIN_INPUTS), ("pair_mean", PAIR_MEANS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
 
 def recipe_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple[object, object]]:

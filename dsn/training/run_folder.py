@@ -23,6 +23,7 @@ class RunFolderError(RuntimeError):
 
 
 def holds_a_run(out: Path) -> bool:
+    """Whether ``out`` has a checkpoint of a run (complete, being written, or the one before it)."""
     last = out / "last"
     return any(p.exists() for p in (last, checkpoint.sibling(last, "partial"), checkpoint.sibling(last, "previous")))
 

@@ -37,7 +37,7 @@ from dsn.loading import ModelInfo, load
 from dsn.model.detailsemnet import DetailSemNet
 from dsn.training import checkpoint, engine
 from dsn.training.config import TrainConfig
-from dsn.training.run_folder import CONFIG_NAME, config_to_write
+from dsn.training.run_folder import CONFIG_NAME, config_to_write, holds_a_run
 from dsn.training.sampling import BatchStream, WriterIndex, batch_loader, name_groups, subset_writers, writer_weights
 from dsn.training.step import TrainStep, WriterHead, learning_rate
 
@@ -60,8 +60,6 @@ def as_model_input(cache: ImageCache, cfg: TrainConfig) -> ImageCache:
     turned into uniform strokes after augmentation (``BatchStream``)."""
     if cfg.preprocessing == "letterbox":
         return cache
-    if cfg.preprocessing != "strokes":
-        raise ValueError(f"training supports the preprocessing 'letterbox' and 'strokes', not {cfg.preprocessing!r}")
     return ImageCache.from_pixels(cache.images, uniform_strokes_uint8(cache.pixels), mode="strokes")
 
 
@@ -183,9 +181,7 @@ def _train(cfg: TrainConfig, rt: engine.Runtime, data: TrainingData, out: Path, 
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = weight_average(model, cfg.ema_decay)
     state = {"epoch": 0, "step": 0, "best_eer": None, "history": [], "seconds": 0.0}
-    if resume and any(
-        p.exists() for p in (out / "last", checkpoint.sibling(out / "last", "partial"), checkpoint.sibling(out / "last", "previous"))
-    ):
+    if resume and holds_a_run(out):
         state = checkpoint.load_state(out / "last", model, optimizer, writer_head, ema)
         if rt.main:
             print(f"resumed from {out / 'last'} at epoch {state['epoch']}, step {state['step']}")
