@@ -227,8 +227,8 @@ def test_entries_that_are_not_tensors_and_non_checkpoints_are_refused(good_state
 
 
 def test_official_backbones_are_registered_and_take_other_sizes():
-    for name in ("dsnet_official", "dsnet_official_tiny"):
-        assert timm.create_model(name).num_features in (384, 160)
+    for name, width in (("dsnet_official", 384), ("dsnet_official_small", 320), ("dsnet_official_tiny", 160)):
+        assert timm.create_model(name).num_features == width
     model = DetailSemNet(backbone="dsnet_official_tiny", img_size=128, preprocessing="stretch", ink_mask="area_mean").eval()
     with torch.inference_mode():
         square = model.embed(torch.rand(2, 1, 128, 128))

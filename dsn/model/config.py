@@ -16,7 +16,7 @@ REFERENCE_RULES = ("mean", "min")
 # The only backbones a config may name: this project's own (registered with timm by dsn.model).
 # Anything else (a huge timm model, an "hf-hub:" address that timm would download) is refused
 # before a single tensor is allocated.
-BACKBONES = ("dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official")
+BACKBONES = ("dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official_small", "dsnet_official")
 
 # How the distance is defined: ours, and the official code's (plain L2 of the mean normed
 # token, structural tokens projected from the *pre-norm* tokens, ink by area mean).

@@ -53,6 +53,13 @@ SIZES: dict[str, dict] = {
         num_heads=(2, 4, 8, 10),
         attention_heads=(1, 1, 2, 2, 5, 5, 7, 7, 9, 9),
     ),
+    # Between the two: the paper's head_dim (32) and semantic shares, two thirds of its depth in stage 3.
+    "dsnet_official_small": dict(
+        dims=(64, 128, 256, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 8, 10),
+        attention_heads=(1, 1, 2, 2, 5, 5, 5, 7, 7, 7, 9, 9),
+    ),
 }
 POOL_SIZES = (2, 2, 1, 1)
 
@@ -297,3 +304,8 @@ def dsnet_official(pretrained: bool = False, **kwargs) -> OfficialDSNet:
 @register_model
 def dsnet_official_tiny(pretrained: bool = False, **kwargs) -> OfficialDSNet:
     return _create("dsnet_official_tiny", pretrained, **kwargs)
+
+
+@register_model
+def dsnet_official_small(pretrained: bool = False, **kwargs) -> OfficialDSNet:
+    return _create("dsnet_official_small", pretrained, **kwargs)

@@ -47,10 +47,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from dsn.data.preprocess import preprocess
+from dsn.model.config import BACKBONES
 from dsn.model.detailsemnet import DetailSemNet, DetailSemNetConfig
 from dsn.model.matching import cosine_cost, sinkhorn
 
-SIZES = ("dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official")
+SIZES = BACKBONES
 
 # Runs in the official code's folder: its forward on a stretched pair, timed like ours.
 _OFFICIAL_TIMER = """

@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import fields
 
+from dsn.model.config import BACKBONES
 from dsn.precision import DEVICES, PRECISIONS
 from dsn.training.config import PAIR_MEANS, TRAIN_INPUTS, TrainConfig
 
@@ -25,7 +26,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--size",
         dest="backbone",
         default="dsnet_tiny",
-        choices=["dsnet_tiny", "dsnet_small", "dsnet_base", "dsnet_official_tiny", "dsnet_official"],
+        choices=BACKBONES,
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
     p.add_argument(
