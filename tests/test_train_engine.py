@@ -163,6 +163,14 @@ def test_train_help_shows_the_engine_options() -> None:
         assert option in text
 
 
+def test_train_takes_every_backbone_a_checkpoint_may_name() -> None:
+    from dsn.cli import build_parser
+    from dsn.model.config import BACKBONES
+
+    for name in BACKBONES:
+        assert build_parser().parse_args(["train", "--data", "d", "--out", "o", "--size", name]).backbone == name
+
+
 @needs_cedar
 def test_pack_round_trips_quantized_pixels_and_refuses_to_exceed_its_limit(tmp_path: Path) -> None:
     dataset = tiny_cedar(tmp_path)
